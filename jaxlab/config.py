@@ -93,6 +93,15 @@ class WarmupCosineSchedule:
     init_value: NonNegFloat = 0.0
     end_value: NonNegFloat = 0.0
 
+    @model_validator(mode="after")
+    def _check(self) -> WarmupCosineSchedule:
+        if self.warmup_steps >= self.decay_steps:
+            raise ValueError(
+                f"warmup_steps: must be smaller than decay_steps "
+                f"({self.warmup_steps} >= {self.decay_steps})"
+            )
+        return self
+
 
 @dataclass(config=_STRICT)
 class LinearSchedule:
@@ -423,7 +432,8 @@ def _format_error(err: Mapping[str, Any]) -> str:
     if err.get("type") == "missing":
         return f"{_format_loc(loc)}: required field is missing"
     if err.get("type") == "union_tag_invalid":
-        return f"{_format_loc(loc)}.name: expected one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
+        expected, tag = ctx.get("expected_tags"), ctx.get("tag")
+        return f"{_format_loc(loc)}.name: expected one of {expected}, got {tag!r}"
     if err.get("type") == "union_tag_not_found":
         return f"{_format_loc(loc)}.name: required field is missing"
     path = _format_loc(loc)
@@ -439,7 +449,8 @@ def _format_error(err: Mapping[str, Any]) -> str:
     return f"{path or '<config>'}: {msg[0].lower() + msg[1:] if msg else msg}{got}"
 
 
-_SCHEDULE_TAGS = {
+# Discriminated-union tags that pydantic puts in error paths.
+_UNION_TAGS = {
     "constant",
     "exponential_decay",
     "cosine",
@@ -449,24 +460,37 @@ _SCHEDULE_TAGS = {
 }
 
 
-def validate_config(raw: Mapping[str, Any]) -> ExperimentConfig:
-    """Validates a plain dict into an `ExperimentConfig`, or raises `ConfigError`."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError("<config>: a config must be a mapping at the top level")
+def validate(cls: Any, raw: Any, *, prefix: str = "") -> Any:
+    """Validates plain data into the config dataclass `cls`, or raises `ConfigError`.
+
+    Args:
+      cls: a config dataclass (or any type pydantic validates).
+      raw: plain data, e.g. a dict read from YAML.
+      prefix: the path of `raw` in the whole config (``"optimizer"``), so the
+        error names the full field path.
+    """
     try:
-        return pydantic.TypeAdapter(ExperimentConfig).validate_python(dict(raw))
+        return pydantic.TypeAdapter(cls).validate_python(raw)
     except pydantic.ValidationError as e:
         errors = []
         for err in e.errors(include_url=False):
             err = dict(err)
-            err["loc"] = tuple(p for p in err["loc"] if p not in _SCHEDULE_TAGS)
+            loc = tuple(p for p in err["loc"] if p not in _UNION_TAGS)
+            err["loc"] = (prefix, *loc) if prefix else loc
             errors.append(_format_error(err))
-        # One line: the first few errors, most specific first.
+        # One line: the first few distinct errors.
         unique = list(dict.fromkeys(errors))
         more = f" (and {len(unique) - 3} more)" if len(unique) > 3 else ""
         raise ConfigError("; ".join(unique[:3]) + more) from None
     except RecursionError:
-        raise ConfigError("<config>: nested too deeply") from None
+        raise ConfigError(f"{prefix or '<config>'}: nested too deeply") from None
+
+
+def validate_config(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Validates a plain dict into an `ExperimentConfig`, or raises `ConfigError`."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("<config>: a config must be a mapping at the top level")
+    return validate(ExperimentConfig, dict(raw))
 
 
 def load_config(

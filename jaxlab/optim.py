@@ -19,7 +19,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
-import pydantic
 
 from jaxlab import config as _config
 from jaxlab.config import (
@@ -49,16 +48,7 @@ def as_optimizer_config(config: OptimizerConfig | Mapping[str, Any]) -> Optimize
         raise ConfigError(
             f"optimizer: expected an OptimizerConfig or a mapping, got {config!r}"
         )
-    try:
-        return pydantic.TypeAdapter(OptimizerConfig).validate_python(dict(config))
-    except pydantic.ValidationError as e:
-        errors = []
-        for err in e.errors(include_url=False):
-            err = dict(err)
-            loc = [p for p in err["loc"] if p not in _config._SCHEDULE_TAGS]
-            err["loc"] = ("optimizer", *loc)
-            errors.append(_config._format_error(err))
-        raise ConfigError("; ".join(dict.fromkeys(errors))) from None
+    return _config.validate(OptimizerConfig, dict(config), prefix="optimizer")
 
 
 def make_schedule(config: OptimizerConfig | Mapping[str, Any]) -> optax.Schedule:

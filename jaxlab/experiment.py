@@ -1,0 +1,379 @@
+"""The shell around the pure core: config in, trained run directory out.
+
+`train(config, run_dir)` builds the data, network, loss, optimizer and metrics
+from a validated `ExperimentConfig`, runs the jitted (or data-parallel) train
+step, evaluates, logs and checkpoints; started again on the same directory it
+resumes from the newest complete checkpoint and ends with exactly the result
+of an uninterrupted run. `evaluate(run_dir)` restores a run and evaluates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import nets
+from jaxlab import checkpoint as ckpt_lib
+from jaxlab import config as config_lib
+from jaxlab import data as data_lib
+from jaxlab import logger as logger_lib
+from jaxlab import losses as losses_lib
+from jaxlab import metrics as metrics_lib
+from jaxlab import optim, parallel
+from jaxlab import run_dir as run_dir_lib
+from jaxlab.errors import ConfigError, JaxlabError
+from jaxlab.train import TrainState, init_train_state, make_train_step, supervised_loss
+
+# Testing hook (fault injection): SIGKILL this process right after this step.
+KILL_AT_STEP_ENV = "JAXLAB_FAULT_KILL_AT_STEP"
+
+
+class Experiment(NamedTuple):
+    """The pieces built from a config (all pure functions and host data)."""
+
+    config: config_lib.ExperimentConfig
+    splits: data_lib.Splits
+    network: nets.Network
+    optimizer: Any
+    loss_fn: Any
+    metric_set: Any
+    classification: bool
+    num_classes: int | None
+
+
+def build(config: config_lib.ExperimentConfig) -> Experiment:
+    """Loads the data and builds network, loss, optimizer and metrics."""
+    splits = data_lib.load_dataset(config.data, seed=config.seed)
+    classification = losses_lib.is_classification(config.model.loss)
+    num_classes = config.model.num_classes
+    if classification and num_classes is None:
+        # The largest class may only occur in a held-out split.
+        num_classes = max(
+            data_lib.num_classes(split) for split in splits if split is not None
+        )
+    try:
+        network = nets.build_network(config.model.network, num_classes=num_classes)
+    except nets.SpecError as e:
+        raise ConfigError(f"model.network{_join(str(e))}") from None
+    regularizer = None
+    if network.regularizers:
+        regularizer = functools.partial(
+            losses_lib.l2_regularization, regularizers=network.regularizers
+        )
+    loss = losses_lib.get_loss(config.model.loss)
+    loss_fn = supervised_loss(
+        network.transformed,
+        loss,
+        regularizer=regularizer,
+        apply_kwargs={"is_training": True},
+    )
+    metric_set = None
+    if classification:
+        metric_set = metrics_lib.make_metrics(
+            config.model.metrics, num_classes=num_classes
+        )
+    elif config.model.metrics:
+        raise ConfigError(
+            "model.metrics: classification metrics need a classification loss, "
+            f"got loss {config.model.loss!r}"
+        )
+    return Experiment(
+        config=config,
+        splits=splits,
+        network=network,
+        optimizer=optim.make_optimizer(config.optimizer),
+        loss_fn=loss_fn,
+        metric_set=metric_set,
+        classification=classification,
+        num_classes=num_classes,
+    )
+
+
+def _join(message: str) -> str:
+    """Joins a nets error (``[1] (MaxPool).x: ...``) onto the ``model.network`` path."""
+    return message if message.startswith(("[", ".")) else f": {message}"
+
+
+def initial_state(exp: Experiment) -> TrainState:
+    x = exp.splits.train.x[:1]
+    return init_train_state(
+        exp.network.transformed,
+        exp.optimizer,
+        jax.random.key(exp.config.seed),
+        x,
+        is_training=True,
+    )
+
+
+def total_steps(config: config_lib.ExperimentConfig, steps_per_epoch: int) -> int:
+    if config.train.steps is not None:
+        return config.train.steps
+    return config.train.num_epochs * steps_per_epoch
+
+
+# ----------------------------------------------------------------- evaluation
+
+
+def make_evaluator(exp: Experiment):
+    """Returns ``evaluate(params, net_state, dataset) -> {metric: float}``."""
+    apply = exp.network.transformed.apply
+    loss = losses_lib.get_loss(exp.config.model.loss)
+    metric_set = exp.metric_set
+
+    @jax.jit
+    def eval_step(params, net_state, carry, batch):
+        outputs, _ = apply(params, net_state, None, batch["x"], is_training=False)
+        mask = batch["mask"]
+        count = jnp.sum(mask)
+        loss_sum = loss(outputs, batch["y"], weights=mask) * count
+        metric_state = carry["metrics"]
+        if metric_set is not None:
+            metric_state = metric_set.update(metric_state, outputs, batch["y"], mask)
+        return {
+            "metrics": metric_state,
+            "loss_sum": carry["loss_sum"] + loss_sum,
+            "count": carry["count"] + count,
+        }
+
+    batch_size = exp.config.data.eval_batch_size or exp.config.data.batch_size
+
+    def evaluate(params, net_state, dataset: data_lib.Dataset) -> dict[str, float]:
+        carry = {
+            "metrics": metric_set.init() if metric_set is not None else {},
+            "loss_sum": jnp.zeros(()),
+            "count": jnp.zeros(()),
+        }
+        for batch in data_lib.eval_batches(dataset, batch_size):
+            carry = eval_step(params, net_state, carry, batch)
+        carry = jax.device_get(carry)
+        results = {"loss": float(carry["loss_sum"] / max(carry["count"], 1.0))}
+        if metric_set is not None:
+            computed = jax.device_get(metric_set.compute(carry["metrics"]))
+            results.update({k: float(v) for k, v in computed.items()})
+        return results
+
+    return evaluate
+
+
+def _eval_split(exp: Experiment) -> tuple[str, data_lib.Dataset]:
+    if exp.splits.validation is not None:
+        return "validation", exp.splits.validation
+    return "test", exp.splits.test
+
+
+def activation_stats(exp: Experiment, params, net_state, x) -> dict[str, float]:
+    """Per-layer activation statistics (mean, std, fraction of zeros) on `x`."""
+    (_, stats), _ = exp.network.stats_transformed.apply(
+        params, net_state, None, x, is_training=False
+    )
+    flat = {}
+    for layer, values in jax.device_get(stats).items():
+        for key, value in values.items():
+            flat[f"{layer}/{key}"] = float(value)
+    return flat
+
+
+# ----------------------------------------------------------------- training
+
+
+def _kill_step() -> int | None:
+    value = os.environ.get(KILL_AT_STEP_ENV)
+    return int(value) if value else None
+
+
+def _checkpoint_meta(step: int, batcher: data_lib.Batcher) -> dict[str, Any]:
+    return {"step": step, "data": batcher.position(step)}
+
+
+def _all_finite(tree: Any) -> bool:
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    return bool(jax.device_get(jnp.all(jnp.stack(leaves)))) if leaves else True
+
+
+def train(
+    config: config_lib.ExperimentConfig,
+    run_dir: str | os.PathLike,
+    *,
+    quiet: bool = False,
+) -> dict[str, float]:
+    """Trains (or resumes) the run in `run_dir`; returns the final test metrics."""
+    if config.kind != "supervised":
+        raise ConfigError(f"kind: {config.kind!r} runs are not supported yet")
+    run_path = run_dir_lib.prepare(run_dir)
+    with run_dir_lib.RunLock(run_path):
+        return _train_locked(config, run_path, quiet=quiet)
+
+
+def _train_locked(config, run_path: Path, *, quiet: bool) -> dict[str, float]:
+    resolved = config_lib.config_to_dict(config)
+    saved_file = run_path / run_dir_lib.CONFIG_FILE
+    checkpointer = ckpt_lib.Checkpointer(
+        run_path / run_dir_lib.CHECKPOINT_DIR, keep=config.train.keep_checkpoints
+    )
+    latest = checkpointer.latest_step()
+    if latest is not None and saved_file.is_file():
+        saved = config_lib.config_to_dict(run_dir_lib.load_run_config(run_path))
+        run_dir_lib.check_resumable(saved, resolved, run_path)
+    logger_lib.atomic_write_text(saved_file, config_lib.dump_yaml(resolved))
+
+    exp = build(config)
+    batcher = data_lib.Batcher(
+        exp.splits.train,
+        batch_size=config.data.batch_size,
+        seed=config.seed,
+        shuffle=config.data.shuffle,
+    )
+    num_steps = total_steps(config, batcher.steps_per_epoch)
+    state = initial_state(exp)
+    start = 0
+    if latest is not None:
+        state, meta = checkpointer.restore(state)
+        start = int(meta["step"])
+
+    devices = parallel.local_devices(config.parallel.devices)
+    step_fn = make_train_step(
+        exp.loss_fn,
+        exp.optimizer,
+        axis_name=parallel.AXIS if len(devices) > 1 else None,
+        per_layer_grad_norms=True,
+    )
+    if len(devices) > 1:
+        step_fn = parallel.data_parallel(
+            step_fn, devices, backend=config.parallel.backend
+        )
+        state = parallel.replicate(state, devices)
+
+        def put(batch):
+            return parallel.shard(batch, devices)
+
+        def host(tree):
+            return parallel.unreplicate(tree)
+    else:
+        step_fn = jax.jit(step_fn)
+
+        def put(batch):
+            return batch
+
+        def host(tree):
+            return tree
+
+    evaluate = make_evaluator(exp)
+    eval_name, eval_data = _eval_split(exp)
+    kill_at = _kill_step()
+    tc = config.train
+
+    def save(step: int) -> None:
+        host_state = host(state)
+        if not _all_finite(host_state.params):
+            raise JaxlabError(
+                f"step {step}: parameters are not finite; halted without saving "
+                f"(last good checkpoint: step {checkpointer.latest_step()})"
+            )
+        checkpointer.save(step, host_state, meta=_checkpoint_meta(step, batcher))
+
+    def run_eval(step: int, name: str, dataset) -> dict[str, float]:
+        host_state = host(state)
+        results = evaluate(host_state.params, host_state.net_state, dataset)
+        if tc.log_activations:
+            x = dataset.x[: config.data.eval_batch_size or config.data.batch_size]
+            results.update(
+                {
+                    f"activations/{k}": v
+                    for k, v in activation_stats(
+                        exp, host_state.params, host_state.net_state, x
+                    ).items()
+                }
+            )
+        log.log(step, results, prefix=name)
+        return results
+
+    with logger_lib.MetricLogger(
+        run_path,
+        total_steps=num_steps,
+        quiet=quiet,
+        # Drops lines a killed attempt logged past its last checkpoint.
+        resume_step=start,
+    ) as log:
+        if start:
+            log.message(f"resuming {run_path} from step {start}")
+        for step in range(start, num_steps):
+            state, metrics = step_fn(state, put(batcher.batch(step)))
+            done = step + 1
+            if done % tc.log_every == 0 or done == num_steps:
+                metrics = jax.device_get(host(metrics))
+                loss = float(metrics["loss"])
+                if not np.isfinite(loss):
+                    raise JaxlabError(
+                        f"step {done}: loss is {loss}; halted (last good checkpoint: "
+                        f"step {checkpointer.latest_step()})"
+                    )
+                metrics["learning_rate"] = optim.learning_rate(host(state).opt_state)
+                log.log(done, metrics, prefix="train")
+            if done % tc.eval_every == 0 and done != num_steps:
+                run_eval(done, eval_name, eval_data)
+            if done % tc.checkpoint_every == 0 or done == num_steps:
+                save(done)
+            if kill_at is not None and done == kill_at:
+                jax.block_until_ready(state)
+                os.kill(os.getpid(), signal.SIGKILL)
+        if eval_name != "test":
+            run_eval(num_steps, eval_name, eval_data)
+        results = run_eval(num_steps, "test", exp.splits.test)
+        if checkpointer.latest_step() != num_steps:
+            save(num_steps)
+        checkpointer.close()
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if "/" not in k)
+        log.message(f"test: {summary}", force=True)
+    return results
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike, *, split: str = "test"
+) -> dict[str, float]:
+    """Restores the newest checkpoint of a run and evaluates it on `split`."""
+    config = run_dir_lib.load_run_config(run_dir)
+    exp = build(config)
+    dataset = {"train": exp.splits.train, "test": exp.splits.test}.get(split)
+    if split == "validation":
+        dataset = exp.splits.validation
+    if dataset is None:
+        raise JaxlabError(
+            f"--split {split}: this run has no {split} split "
+            "(choose train, validation or test)"
+        )
+    checkpointer = ckpt_lib.Checkpointer(Path(run_dir) / run_dir_lib.CHECKPOINT_DIR)
+    if checkpointer.latest_step() is None:
+        raise JaxlabError(f"{run_dir}: no checkpoint to evaluate")
+    state, meta = checkpointer.restore(initial_state(exp))
+    checkpointer.close()
+    results = make_evaluator(exp)(state.params, state.net_state, dataset)
+    return {"step": int(meta["step"]), **results}
+
+
+def replace_data_path(
+    config: config_lib.ExperimentConfig, base_dir: Path
+) -> config_lib.ExperimentConfig:
+    """Makes a relative `data.path` absolute (relative to the config's folder)."""
+    path = config.data.path
+    if path is None or Path(path).is_absolute():
+        return config
+    data = dataclasses.replace(config.data, path=str((base_dir / path).resolve()))
+    return dataclasses.replace(config, data=data)
+
+
+def results_table(results: Mapping[str, float]) -> str:
+    width = max(len(k) for k in results)
+    return "\n".join(f"{k:<{width}}  {v:.6g}" for k, v in results.items())

@@ -1,0 +1,113 @@
+"""A run directory on disk: its lock, its saved config, its layout.
+
+```
+runs/<name>/
+  config.yaml       the resolved config (absolute data paths)
+  metrics.jsonl     one JSON object per logged step
+  events.*          TensorBoard
+  checkpoints/<step>/
+  .lock             held by the process that trains into this directory
+```
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+from jaxlab import config as config_lib
+from jaxlab.errors import ConfigError, JaxlabError
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+
+# Fields that may change when a run is resumed: they do not alter the trajectory.
+_RESUMABLE_CHANGES = {
+    "train.steps",
+    "train.num_epochs",
+    "train.eval_every",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.log_activations",
+}
+
+
+def prepare(run_dir: str | os.PathLike) -> Path:
+    """Creates `run_dir` and checks that it is writable, before any training."""
+    path = Path(run_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise JaxlabError(
+            f"output directory {path}: not writable ({e.strerror})"
+        ) from None
+    return path
+
+
+class RunLock:
+    """An exclusive lock on a run directory (released when the process dies)."""
+
+    def __init__(self, run_dir: Path):
+        self._path = run_dir / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JaxlabError(
+                f"output directory {self._path.parent}: another jaxlab process is "
+                "training into it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: tree}
+
+
+def check_resumable(saved: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
+    """Raises if `new` would change the trajectory of the run saved as `saved`."""
+    old_flat, new_flat = _flatten(saved), _flatten(new)
+    for key in sorted(set(old_flat) | set(new_flat)):
+        if key in _RESUMABLE_CHANGES:
+            continue
+        if old_flat.get(key) != new_flat.get(key):
+            raise ConfigError(
+                f"{key}: the run in {run_dir} was started with "
+                f"{old_flat.get(key)!r}, now {new_flat.get(key)!r}; resuming would not "
+                "reproduce it (use another --output-dir)"
+            )
+
+
+def load_run_config(run_dir: str | os.PathLike) -> config_lib.ExperimentConfig:
+    """The resolved config saved in a run directory."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise JaxlabError(f"{path}: no such run directory")
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        raise JaxlabError(f"{path}: not a jaxlab run directory (no {CONFIG_FILE})")
+    return config_lib.load_config(file)

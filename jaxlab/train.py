@@ -1,0 +1,228 @@
+"""The pure core of training: a train state, a train step, supervised losses.
+
+Everything here is a pure function of arrays and pytrees: `jit` it, `pmap` it
+(set `axis_name`), `vmap` it or `lax.scan` it. No clock, file or config object
+is read here.
+
+A *loss function* has the signature::
+
+    loss_fn(params, net_state, batch, rng) -> (loss, (net_state, metrics))
+
+where `net_state` is Haiku state (e.g. BatchNorm statistics; ``{}`` if none) and
+`metrics` a dict of scalars. `supervised_loss` builds one from a Haiku network
+and a loss from `jaxlab.losses`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+Metrics = dict[str, jax.Array]
+LossFn = Callable[
+    [PyTree, PyTree, Mapping[str, jax.Array], jax.Array],
+    tuple[jax.Array, tuple[PyTree, Metrics]],
+]
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries from one step to the next.
+
+    Attributes:
+      params: network parameters (a Haiku params dict).
+      net_state: Haiku state, e.g. BatchNorm moving averages (``{}`` if none).
+      opt_state: optax optimizer state.
+      step: number of optimizer steps taken, int32 scalar.
+      rng: PRNG key for the next step (typed key array).
+    """
+
+    params: PyTree
+    net_state: PyTree
+    opt_state: optax.OptState
+    step: jax.Array
+    rng: jax.Array
+
+
+def as_stateful(network: hk.Transformed | hk.TransformedWithState):
+    """Returns `network` as an `hk.TransformedWithState` (empty state if none)."""
+    if isinstance(network, hk.TransformedWithState):
+        return network
+    if isinstance(network, hk.Transformed):
+        return hk.with_empty_state(network)
+    raise TypeError(
+        "expected a network made by hk.transform or hk.transform_with_state, "
+        f"got {type(network).__name__}"
+    )
+
+
+def init_train_state(
+    network: hk.Transformed | hk.TransformedWithState,
+    optimizer: optax.GradientTransformation,
+    rng: jax.Array,
+    *example_inputs: Any,
+    **init_kwargs: Any,
+) -> TrainState:
+    """Initialises params, Haiku state and optimizer state.
+
+    Args:
+      network: a Haiku-transformed network (with or without state).
+      optimizer: an optax optimizer.
+      rng: a PRNG key; split into the init key and the training key.
+      *example_inputs: example inputs for `network.init` (e.g. ``x[:1]``).
+      **init_kwargs: further keyword arguments of the network (e.g. is_training).
+    """
+    init_rng, train_rng = jax.random.split(rng)
+    params, net_state = as_stateful(network).init(
+        init_rng, *example_inputs, **init_kwargs
+    )
+    return TrainState(
+        params=params,
+        net_state=net_state,
+        opt_state=optimizer.init(params),
+        step=jnp.zeros((), jnp.int32),
+        rng=train_rng,
+    )
+
+
+def _pmean_floats(tree: PyTree, axis_name: str) -> PyTree:
+    """`lax.pmean` over float leaves; other leaves (counters) are left as they are."""
+
+    def mean(x):
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            return jax.lax.pmean(x, axis_name)
+        return x
+
+    return jax.tree.map(mean, tree)
+
+
+def layer_norms(tree: Mapping[str, Any]) -> Metrics:
+    """Global norm of each top-level entry of a Haiku params-like dict."""
+    return {name: optax.tree.norm(sub) for name, sub in tree.items()}
+
+
+def make_train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    *,
+    axis_name: str | None = None,
+    per_layer_grad_norms: bool = False,
+) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, Metrics]]:
+    """Builds a pure train step ``step(state, batch) -> (state, metrics)``.
+
+    With `axis_name` set, the step must run inside a mapped axis of that name
+    (`jax.pmap(step, axis_name=...)` or `shard_map`): gradients, metrics and float
+    Haiku state are averaged with `lax.pmean`, so N devices with global batch B
+    give the single-device result on batch B (up to float reassociation), and
+    each device draws its own randomness (the key is folded with the device index).
+
+    Args:
+      loss_fn: ``(params, net_state, batch, rng) -> (loss, (net_state, metrics))``.
+      optimizer: an optax optimizer.
+      axis_name: name of the mapped device axis, or None on one device.
+      per_layer_grad_norms: also report ``grad_norm/<module>`` for each
+        top-level Haiku module.
+
+    Returns:
+      ``step(state, batch) -> (state, metrics)``; metrics hold ``loss``,
+      ``grad_norm``, ``param_norm`` and whatever `loss_fn` reports.
+    """
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state: TrainState, batch: Mapping[str, jax.Array]):
+        rng, step_rng = jax.random.split(state.rng)
+        if axis_name is not None:
+            step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
+        (loss, (net_state, metrics)), grads = grad_fn(
+            state.params, state.net_state, batch, step_rng
+        )
+        metrics = {"loss": loss, **metrics}
+        if axis_name is not None:
+            grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
+            net_state = _pmean_floats(net_state, axis_name)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["param_norm"] = optax.tree.norm(params)
+        if per_layer_grad_norms and isinstance(grads, Mapping):
+            for name, norm in layer_norms(grads).items():
+                metrics[f"grad_norm/{name}"] = norm
+        new_state = TrainState(
+            params=params,
+            net_state=net_state,
+            opt_state=opt_state,
+            step=state.step + 1,
+            rng=rng,
+        )
+        return new_state, metrics
+
+    return step
+
+
+def supervised_loss(
+    network: hk.Transformed | hk.TransformedWithState,
+    loss: Callable[..., jax.Array],
+    *,
+    regularizer: Callable[[PyTree], jax.Array] | None = None,
+    apply_kwargs: Mapping[str, Any] | None = None,
+) -> LossFn:
+    """A `LossFn` for supervised learning on batches ``{"x": ..., "y": ...}``.
+
+    Args:
+      network: the Haiku network; ``apply(params, state, rng, x, **apply_kwargs)``.
+      loss: ``loss(outputs, labels) -> scalar``, e.g.
+        `jaxlab.losses.softmax_cross_entropy`.
+      regularizer: ``params -> scalar`` added to the loss, e.g.
+        ``functools.partial(jaxlab.losses.l2_regularization, regularizers=...)``.
+      apply_kwargs: extra keyword arguments for apply (``{"is_training": True}``
+        for networks built by `nets`).
+
+    Returns:
+      A loss function whose metrics include ``data_loss`` and ``reg_loss``
+      when a regularizer is set.
+    """
+    apply = as_stateful(network).apply
+    kwargs = dict(apply_kwargs or {})
+
+    def loss_fn(params, net_state, batch, rng):
+        outputs, net_state = apply(params, net_state, rng, batch["x"], **kwargs)
+        data_loss = loss(outputs, batch["y"])
+        metrics = {}
+        if regularizer is not None:
+            reg_loss = regularizer(params)
+            metrics = {"data_loss": data_loss, "reg_loss": reg_loss}
+            data_loss = data_loss + reg_loss
+        return data_loss, (net_state, metrics)
+
+    return loss_fn
+
+
+def make_eval_step(
+    network: hk.Transformed | hk.TransformedWithState,
+    update_metrics: Callable[..., PyTree],
+    *,
+    apply_kwargs: Mapping[str, Any] | None = None,
+) -> Callable[[PyTree, PyTree, PyTree, Mapping[str, jax.Array]], PyTree]:
+    """Builds ``eval_step(params, net_state, metric_state, batch) -> metric_state``.
+
+    Args:
+      network: the Haiku network (run without an rng: no dropout at evaluation).
+      update_metrics: ``(metric_state, outputs, labels, mask) -> metric_state``,
+        e.g. a `jaxlab.metrics` MetricSet's update.
+      apply_kwargs: extra keyword arguments for apply (``{"is_training": False}``).
+
+    The batch holds ``x``, ``y`` and ``mask`` (1 for real examples, 0 for padding).
+    """
+    apply = as_stateful(network).apply
+    kwargs = dict(apply_kwargs or {})
+
+    def eval_step(params, net_state, metric_state, batch):
+        outputs, _ = apply(params, net_state, None, batch["x"], **kwargs)
+        return update_metrics(metric_state, outputs, batch["y"], batch["mask"])
+
+    return eval_step
