@@ -19,7 +19,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import nets
 from jaxlab import checkpoint as ckpt_lib
@@ -249,6 +248,8 @@ def _train_locked(config, run_path: Path, *, quiet: bool) -> dict[str, float]:
         exp.optimizer,
         axis_name=parallel.AXIS if len(devices) > 1 else None,
         per_layer_grad_norms=True,
+        # Both modes keep the last good params in the step; "halt" then stops.
+        skip_nonfinite=True,
     )
     if len(devices) > 1:
         step_fn = parallel.data_parallel(
@@ -284,6 +285,14 @@ def _train_locked(config, run_path: Path, *, quiet: bool) -> dict[str, float]:
             )
         checkpointer.save(step, host_state, meta=_checkpoint_meta(step, batcher))
 
+    def halt_if_nonfinite(first_bad: jax.Array) -> None:
+        if int(first_bad) >= 0:
+            raise JaxlabError(
+                f"step {int(first_bad)}: the loss or gradients are not finite; halted "
+                f"(last good checkpoint: step {checkpointer.latest_step()}; "
+                "train.on_nonfinite: skip_step skips such steps instead)"
+            )
+
     def run_eval(step: int, name: str, dataset) -> dict[str, float]:
         host_state = host(state)
         results = evaluate(host_state.params, host_state.net_state, dataset)
@@ -309,22 +318,24 @@ def _train_locked(config, run_path: Path, *, quiet: bool) -> dict[str, float]:
     ) as log:
         if start:
             log.message(f"resuming {run_path} from step {start}")
+        # First step with a NaN/Inf loss or gradient, tracked on the device
+        # (no host sync per step); checked when metrics are logged.
+        first_bad = jnp.asarray(-1)
         for step in range(start, num_steps):
             state, metrics = step_fn(state, put(batcher.batch(step)))
             done = step + 1
+            if tc.on_nonfinite == "halt":
+                bad = host(metrics)["nonfinite"] > 0
+                first_bad = jnp.where((first_bad < 0) & bad, done, first_bad)
             if done % tc.log_every == 0 or done == num_steps:
+                halt_if_nonfinite(first_bad)
                 metrics = jax.device_get(host(metrics))
-                loss = float(metrics["loss"])
-                if not np.isfinite(loss):
-                    raise JaxlabError(
-                        f"step {done}: loss is {loss}; halted (last good checkpoint: "
-                        f"step {checkpointer.latest_step()})"
-                    )
                 metrics["learning_rate"] = optim.learning_rate(host(state).opt_state)
                 log.log(done, metrics, prefix="train")
             if done % tc.eval_every == 0 and done != num_steps:
                 run_eval(done, eval_name, eval_data)
             if done % tc.checkpoint_every == 0 or done == num_steps:
+                halt_if_nonfinite(first_bad)
                 save(done)
             if kill_at is not None and done == kill_at:
                 jax.block_until_ready(state)

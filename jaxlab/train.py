@@ -112,6 +112,7 @@ def make_train_step(
     *,
     axis_name: str | None = None,
     per_layer_grad_norms: bool = False,
+    skip_nonfinite: bool = False,
 ) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, Metrics]]:
     """Builds a pure train step ``step(state, batch) -> (state, metrics)``.
 
@@ -127,10 +128,14 @@ def make_train_step(
       axis_name: name of the mapped device axis, or None on one device.
       per_layer_grad_norms: also report ``grad_norm/<module>`` for each
         top-level Haiku module.
+      skip_nonfinite: when the loss or a gradient is NaN/Inf, keep params,
+        optimizer and Haiku state unchanged for this step (the step count and
+        rng still advance). Detected inside the step: no host sync.
 
     Returns:
       ``step(state, batch) -> (state, metrics)``; metrics hold ``loss``,
-      ``grad_norm``, ``param_norm`` and whatever `loss_fn` reports.
+      ``grad_norm``, ``param_norm``, ``nonfinite`` (1.0 if the loss or a
+      gradient was NaN/Inf) and whatever `loss_fn` reports.
     """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -147,7 +152,16 @@ def make_train_step(
             net_state = _pmean_floats(net_state, axis_name)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics["grad_norm"] = optax.tree.norm(grads)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if skip_nonfinite:
+            params, opt_state, net_state = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old),
+                (params, opt_state, net_state),
+                (state.params, state.opt_state, state.net_state),
+            )
+        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        metrics["grad_norm"] = grad_norm
         metrics["param_norm"] = optax.tree.norm(params)
         if per_layer_grad_norms and isinstance(grads, Mapping):
             for name, norm in layer_norms(grads).items():

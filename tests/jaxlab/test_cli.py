@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
+import jax
+import numpy as np
 import pytest
 from conftest import small_config
 
@@ -138,3 +141,43 @@ def test_train_eval_show(capsys, write_config, tmp_path):
     code, out, _ = _run(capsys, "show", str(run))
     assert code == 0
     assert "name: small" in out and "test/accuracy" in out
+
+
+def test_nonfinite_loss_halts_naming_the_step(capsys, write_config, tmp_path):
+    # An absurd learning rate overflows the parameters within a few steps.
+    cfg = small_config(**{"optimizer": {"name": "sgd", "learning_rate": 1e30}})
+    path = write_config(cfg)
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", str(path), "--output-dir", str(run), "--quiet")
+    assert code == 2
+    assert re.search(r"step \d+: the loss or gradients are not finite; halted", err)
+    # Nothing non-finite was ever checkpointed.
+    from jaxlab import checkpoint, experiment
+    from jaxlab import config as config_lib
+
+    config = config_lib.load_config(path)
+    with checkpoint.Checkpointer(run / "checkpoints") as ckpt:
+        if ckpt.latest_step() is not None:
+            state, _ = ckpt.restore(experiment.initial_state(experiment.build(config)))
+            assert all(
+                np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params)
+            )
+
+
+def test_nonfinite_steps_are_skipped_on_request(capsys, write_config, tmp_path):
+    cfg = small_config(
+        **{
+            "optimizer": {"name": "sgd", "learning_rate": 1e30},
+            "train.on_nonfinite": "skip_step",
+            "train.steps": 10,
+        }
+    )
+    run = tmp_path / "run"
+    code, _, err = _run(
+        capsys, "train", str(write_config(cfg)), "--output-dir", str(run), "--quiet"
+    )
+    assert code == 0, err
+    rows = [
+        json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert any(r.get("train/nonfinite") == 1.0 for r in rows)
