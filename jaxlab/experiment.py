@@ -309,6 +309,16 @@ def _train_locked(config, run_path: Path, *, quiet: bool) -> dict[str, float]:
         log.log(step, results, prefix=name)
         return results
 
+    if start >= num_steps:
+        # Nothing left to train: report the finished run without logging again.
+        host_state = host(state)
+        results = evaluate(host_state.params, host_state.net_state, exp.splits.test)
+        checkpointer.close()
+        if not quiet:
+            done = f"{run_path}: already trained to step {start}"
+            print(f"{done}; test: {_summary(results)}")
+        return results
+
     with logger_lib.MetricLogger(
         run_path,
         total_steps=num_steps,
@@ -346,9 +356,12 @@ def _train_locked(config, run_path: Path, *, quiet: bool) -> dict[str, float]:
         if checkpointer.latest_step() != num_steps:
             save(num_steps)
         checkpointer.close()
-        summary = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if "/" not in k)
-        log.message(f"test: {summary}", force=True)
+        log.message(f"test: {_summary(results)}", force=True)
     return results
+
+
+def _summary(results: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in results.items() if "/" not in k)
 
 
 def evaluate_run(

@@ -181,3 +181,21 @@ def test_nonfinite_steps_are_skipped_on_request(capsys, write_config, tmp_path):
         json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
     ]
     assert any(r.get("train/nonfinite") == 1.0 for r in rows)
+
+
+def test_activation_stats_and_rerun_of_a_finished_run(capsys, write_config, tmp_path):
+    cfg = small_config(**{"train.steps": 10, "train.log_activations": True})
+    path, run = write_config(cfg), tmp_path / "run"
+    assert _run(capsys, "train", str(path), "--output-dir", str(run), "--quiet")[0] == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    test_row = json.loads(lines[-1])
+    for layer in ("flatten_0", "linear_1", "linear_2"):
+        for stat in ("mean", "std", "frac_zero"):
+            assert f"test/activations/{layer}/{stat}" in test_row
+    # ReLU outputs: some zeros, never negative fraction.
+    assert 0.0 < test_row["test/activations/linear_1/frac_zero"] < 1.0
+    # Training a finished run again reports it and logs nothing twice.
+    code, out, _ = _run(capsys, "train", str(path), "--output-dir", str(run))
+    assert code == 0
+    assert "already trained to step 10" in out
+    assert (run / "metrics.jsonl").read_text().splitlines() == lines
