@@ -317,6 +317,87 @@ class ExperimentConfig:
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
 
 
+# ----------------------------------------------------------------- RL
+
+
+@dataclass(config=_STRICT)
+class EnvConfig:
+    """The environment of an RL run.
+
+    Attributes:
+      id: environment id: a JAX-native one (CartPole-v1, Catch, Pendulum-v1) with
+        ``backend: jax``, or any gymnasium id with ``backend: gymnasium``.
+      backend: jax (the whole run is one compiled program) | gymnasium (a host
+        loop around jitted act/update; gymnasium's vector envs).
+      num_envs: parallel environments (vmapped on the jax backend).
+      kwargs: extra keyword arguments for the environment's constructor.
+    """
+
+    id: Annotated[str, Strict(), Field(min_length=1)]
+    backend: Literal["jax", "gymnasium"] = "jax"
+    num_envs: PosInt = 1
+    kwargs: dict[Str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(config=_STRICT)
+class RLTrainConfig:
+    """How long an RL run lasts and how often it evaluates, logs and checkpoints.
+
+    All counts are environment steps (summed over the parallel environments);
+    they are rounded up to whole training iterations of the agent.
+
+    Attributes:
+      env_steps: total environment steps.
+      eval_every: greedy/deterministic evaluation episodes every N env steps.
+      eval_episodes: episodes per evaluation.
+      log_every: log training metrics every N env steps.
+      checkpoint_every: checkpoint the whole runner state every N env steps.
+      keep_checkpoints: how many recent checkpoints to keep.
+    """
+
+    env_steps: PosInt
+    eval_every: PosInt = 10_000
+    eval_episodes: PosInt = 10
+    log_every: PosInt = 1_000
+    checkpoint_every: PosInt = 50_000
+    keep_checkpoints: PosInt = 3
+
+
+@dataclass(config=_STRICT)
+class RLExperimentConfig:
+    """An RL experiment (``kind: rl``).
+
+    Attributes:
+      name: run name (the default output directory is ``runs/<name>``).
+      seed: the one seed everything is derived from.
+      env: the environment.
+      agent: the agent: ``name`` (dqn, ppo, a2c, ...) and its hyperparameters,
+        validated by the agent's own config class (`agents.agent_config`).
+      optimizer: the optax optimizer of the agent's learner.
+      train: budget and cadences, in environment steps.
+    """
+
+    name: Annotated[str, Strict(), Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    env: EnvConfig
+    agent: dict[Str, Any]
+    train: RLTrainConfig
+    kind: Literal["rl"] = "rl"
+    seed: NonNegInt = 0
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
+
+    @field_validator("agent")
+    @classmethod
+    def _check_agent(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "name" not in value:
+            raise ValueError("name: required field is missing")
+        return value
+
+
+AnyExperimentConfig = ExperimentConfig | RLExperimentConfig
+_KINDS = {"supervised": ExperimentConfig, "rl": RLExperimentConfig}
+
+
 # ----------------------------------------------------------------- loading
 
 
@@ -486,16 +567,23 @@ def validate(cls: Any, raw: Any, *, prefix: str = "") -> Any:
         raise ConfigError(f"{prefix or '<config>'}: nested too deeply") from None
 
 
-def validate_config(raw: Mapping[str, Any]) -> ExperimentConfig:
-    """Validates a plain dict into an `ExperimentConfig`, or raises `ConfigError`."""
+def validate_config(raw: Mapping[str, Any]) -> AnyExperimentConfig:
+    """Validates a plain dict into an experiment config, or raises `ConfigError`.
+
+    ``kind`` (default supervised) picks the schema: `ExperimentConfig` or
+    `RLExperimentConfig`.
+    """
     if not isinstance(raw, Mapping):
         raise ConfigError("<config>: a config must be a mapping at the top level")
-    return validate(ExperimentConfig, dict(raw))
+    kind = raw.get("kind", "supervised")
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise ConfigError(f"kind: expected 'supervised' or 'rl', got {kind!r}")
+    return validate(_KINDS[kind], dict(raw))
 
 
 def load_config(
     path: str | os.PathLike, overrides: Sequence[str] = ()
-) -> ExperimentConfig:
+) -> AnyExperimentConfig:
     """Reads, overrides and validates a config file; see the module docstring."""
     raw = read_config_file(path)
     return validate_config(apply_overrides(raw, overrides))
