@@ -1,0 +1,192 @@
+"""Actor-critic networks and action distributions of the on-policy agents.
+
+Haiku is used only here, where the networks are transformed: the agents see
+`ActorCritic`, a `NamedTuple` of pure functions over a params pytree
+``{"actor": ..., "critic": ...}``, and `ActionDist`, a `NamedTuple` of pure
+functions over the policy's output. The actor and the critic are two separate
+MLPs (as PureJaxRL and CleanRL), orthogonally initialised: hidden layers with
+gain sqrt(2), the policy head with 0.01 (near-uniform initial policy), the value
+head with 1.0; biases zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import chex
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from agents.envs import Spec
+from agents.losses import (
+    categorical_entropy,
+    categorical_log_prob,
+    gaussian_entropy,
+    gaussian_log_prob,
+)
+from nets import get_activation
+
+Params = Any
+# Logits [B, A] for a discrete policy; (mean [B, D], log_std [D]) for a Gaussian.
+PolicyOutput = Any
+
+
+class ActionDist(NamedTuple):
+    """Pure functions of a policy's output (`PolicyOutput`).
+
+    Attributes:
+      sample: ``(key, out) -> actions`` [B] int32 or [B, D] float32.
+      mode: ``(out) -> actions``: argmax (discrete) or the mean (Gaussian).
+      log_prob: ``(out, actions) -> [B]``.
+      entropy: ``(out) -> [B]``, in nats.
+    """
+
+    sample: Callable[[jax.Array, PolicyOutput], jax.Array]
+    mode: Callable[[PolicyOutput], jax.Array]
+    log_prob: Callable[[PolicyOutput, jax.Array], jax.Array]
+    entropy: Callable[[PolicyOutput], jax.Array]
+
+
+def categorical() -> ActionDist:
+    """A softmax policy over logits [B, A]."""
+    return ActionDist(
+        sample=lambda key, logits: jax.random.categorical(key, logits).astype(
+            jnp.int32
+        ),
+        mode=lambda logits: jnp.argmax(logits, axis=-1).astype(jnp.int32),
+        log_prob=categorical_log_prob,
+        entropy=categorical_entropy,
+    )
+
+
+def gaussian() -> ActionDist:
+    """A diagonal Gaussian policy over ``(mean [B, D], log_std [D])``.
+
+    Actions are not squashed or clipped here: environments clip them to their
+    bounds (as gymnasium's Pendulum does), and log-probabilities are those of the
+    unclipped samples, as in PureJaxRL, CleanRL and SB3.
+    """
+
+    def sample(key: jax.Array, out: PolicyOutput) -> jax.Array:
+        mean, log_std = out
+        return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+
+    def entropy(out: PolicyOutput) -> jax.Array:
+        mean, log_std = out
+        return gaussian_entropy(jnp.broadcast_to(log_std, mean.shape))
+
+    return ActionDist(
+        sample=sample,
+        mode=lambda out: out[0],
+        log_prob=lambda out, a: gaussian_log_prob(out[0], out[1], a),
+        entropy=entropy,
+    )
+
+
+def action_dist(action_spec: Spec) -> ActionDist:
+    """`categorical` for a discrete spec, `gaussian` for a [D] box spec."""
+    if action_spec.is_discrete:
+        return categorical()
+    if len(action_spec.shape) != 1:
+        raise ValueError(
+            f"action_spec: expected a discrete or a 1-D box spec, got shape "
+            f"{action_spec.shape}"
+        )
+    return gaussian()
+
+
+class ActorCritic(NamedTuple):
+    """Separate actor and critic networks as pure functions.
+
+    Attributes:
+      init: ``(key, obs [B, ...]) -> params`` with ``params = {"actor": ...,
+        "critic": ...}``.
+      policy: ``(params, obs [B, ...]) -> PolicyOutput`` (logits [B, A], or
+        ``(mean [B, D], log_std [D])``).
+      value: ``(params, obs [B, ...]) -> values [B]``.
+      dist: the `ActionDist` matching `policy`'s output.
+    """
+
+    init: Callable[[jax.Array, jax.Array], Params]
+    policy: Callable[[Params, jax.Array], PolicyOutput]
+    value: Callable[[Params, jax.Array], jax.Array]
+    dist: ActionDist
+
+
+def _mlp(
+    x: jax.Array, hidden: Sequence[int], activation: str, out_size: int, gain: float
+) -> jax.Array:
+    act = get_activation(activation)
+    x = x.reshape(x.shape[0], -1).astype(jnp.float32)  # [B, F]: flattens images
+    for i, size in enumerate(hidden):
+        w_init = hk.initializers.Orthogonal(math.sqrt(2.0))
+        x = act(hk.Linear(size, w_init=w_init, name=f"linear_{i}")(x))
+    w_init = hk.initializers.Orthogonal(gain)
+    return hk.Linear(out_size, w_init=w_init, name="head")(x)  # [B, out_size]
+
+
+def actor_critic(
+    obs_spec: Spec,
+    action_spec: Spec,
+    *,
+    hidden: Sequence[int] = (64, 64),
+    activation: str = "tanh",
+    log_std_init: float = 0.0,
+    critic: bool = True,
+) -> ActorCritic:
+    """Builds separate actor and critic MLPs for `obs_spec` and `action_spec`.
+
+    Args:
+      obs_spec: spec of one observation (any shape; flattened).
+      action_spec: discrete spec (logits head), or a [D] box spec (mean head
+        plus a state-independent, learned ``log_std`` [D]).
+      hidden: hidden layer sizes of each network.
+      activation: hidden activation name (see `nets.activation_names()`).
+      log_std_init: initial ``log_std`` of a Gaussian policy.
+      critic: build the critic too (``False`` for REINFORCE: ``value`` then
+        returns zeros and ``params["critic"]`` is empty).
+
+    Returns:
+      An `ActorCritic`.
+    """
+    dist = action_dist(action_spec)
+    hidden = tuple(hidden)
+    get_activation(activation)  # Fails early on an unknown name.
+    discrete = action_spec.is_discrete
+    num_out = action_spec.num_values if discrete else action_spec.shape[0]
+
+    def actor_fn(obs: jax.Array) -> PolicyOutput:
+        out = _mlp(obs, hidden, activation, num_out, gain=0.01)
+        if discrete:
+            return out  # [B, A]
+        log_std = hk.get_parameter(
+            "log_std", (num_out,), init=hk.initializers.Constant(log_std_init)
+        )
+        return out, log_std  # [B, D], [D]
+
+    def critic_fn(obs: jax.Array) -> jax.Array:
+        return _mlp(obs, hidden, activation, 1, gain=1.0)[:, 0]  # [B]
+
+    actor_t = hk.without_apply_rng(hk.transform(actor_fn))
+    critic_t = hk.without_apply_rng(hk.transform(critic_fn))
+
+    def init(key: jax.Array, obs: jax.Array) -> Params:
+        chex.assert_shape(obs, (None, *obs_spec.shape))  # [B, ...]
+        actor_key, critic_key = jax.random.split(key)
+        critic_params = critic_t.init(critic_key, obs) if critic else {}
+        return {"actor": actor_t.init(actor_key, obs), "critic": critic_params}
+
+    def value(params: Params, obs: jax.Array) -> jax.Array:
+        if not critic:
+            return jnp.zeros(obs.shape[:1], jnp.float32)
+        return critic_t.apply(params["critic"], obs)
+
+    return ActorCritic(
+        init=init,
+        policy=lambda params, obs: actor_t.apply(params["actor"], obs),
+        value=value,
+        dist=dist,
+    )
