@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
         "--output-dir",
         help="run directory (default: runs/<name>); resumed if it exists",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bar or log")
+    train.add_argument(
+        "--quiet", action="store_true", help="no progress bar; only the final result"
+    )
 
     ev = sub.add_parser("eval", help="evaluate the newest checkpoint of a run")
     ev.add_argument("run_dir")

@@ -97,6 +97,24 @@ def build(config: config_lib.ExperimentConfig) -> Experiment:
     )
 
 
+def check(config: config_lib.AnyExperimentConfig) -> None:
+    """Validates the parts of a config that its schema leaves to `nets`, the
+    losses, metrics and `agents`, before anything is written or loaded."""
+    if config.kind == "rl":
+        from jaxlab import rl_experiment
+
+        rl_experiment.check(config)
+        return
+    try:
+        nets.validate_network_spec(config.model.network)
+    except nets.SpecError as e:
+        raise ConfigError(f"model.network{_join(str(e))}") from None
+    losses_lib.get_loss(config.model.loss)
+    if losses_lib.is_classification(config.model.loss):
+        # num_classes only matters for the values, not for the names' validity.
+        metrics_lib.make_metrics(config.model.metrics, num_classes=2)
+
+
 def _join(message: str) -> str:
     """Joins a nets error (``[1] (MaxPool).x: ...``) onto the ``model.network`` path."""
     return message if message.startswith(("[", ".")) else f": {message}"
@@ -203,31 +221,36 @@ def _all_finite(tree: Any) -> bool:
 
 
 def train(
-    config: config_lib.ExperimentConfig,
+    config: config_lib.AnyExperimentConfig,
     run_dir: str | os.PathLike,
     *,
     quiet: bool = False,
 ) -> dict[str, float]:
-    """Trains (or resumes) the run in `run_dir`; returns the final test metrics."""
-    if config.kind != "supervised":
-        raise ConfigError(f"kind: {config.kind!r} runs are not supported yet")
+    """Trains (or resumes) the run in `run_dir`; returns the final test metrics
+    (supervised) or evaluation results (RL)."""
+    check(config)
     run_path = run_dir_lib.prepare(run_dir)
     with run_dir_lib.RunLock(run_path):
-        return _train_locked(config, run_path, quiet=quiet)
+        checkpointer = ckpt_lib.Checkpointer(
+            run_path / run_dir_lib.CHECKPOINT_DIR, keep=config.train.keep_checkpoints
+        )
+        latest = checkpointer.latest_step()
+        run_dir_lib.save_config(run_path, config, resuming=latest is not None)
+        if config.kind == "rl":
+            from jaxlab import rl_experiment
+
+            return rl_experiment.train(config, run_path, checkpointer, quiet=quiet)
+        return _train_supervised(config, run_path, checkpointer, quiet=quiet)
 
 
-def _train_locked(config, run_path: Path, *, quiet: bool) -> dict[str, float]:
-    resolved = config_lib.config_to_dict(config)
-    saved_file = run_path / run_dir_lib.CONFIG_FILE
-    checkpointer = ckpt_lib.Checkpointer(
-        run_path / run_dir_lib.CHECKPOINT_DIR, keep=config.train.keep_checkpoints
-    )
+def _train_supervised(
+    config: config_lib.ExperimentConfig,
+    run_path: Path,
+    checkpointer: ckpt_lib.Checkpointer,
+    *,
+    quiet: bool,
+) -> dict[str, float]:
     latest = checkpointer.latest_step()
-    if latest is not None and saved_file.is_file():
-        saved = config_lib.config_to_dict(run_dir_lib.load_run_config(run_path))
-        run_dir_lib.check_resumable(saved, resolved, run_path)
-    logger_lib.atomic_write_text(saved_file, config_lib.dump_yaml(resolved))
-
     exp = build(config)
     batcher = data_lib.Batcher(
         exp.splits.train,
@@ -367,8 +390,13 @@ def _summary(results: Mapping[str, float]) -> str:
 def evaluate_run(
     run_dir: str | os.PathLike, *, split: str = "test"
 ) -> dict[str, float]:
-    """Restores the newest checkpoint of a run and evaluates it on `split`."""
+    """Restores the newest checkpoint of a run and evaluates it on `split`
+    (RL runs: evaluation episodes; `split` does not apply)."""
     config = run_dir_lib.load_run_config(run_dir)
+    if config.kind == "rl":
+        from jaxlab import rl_experiment
+
+        return rl_experiment.evaluate_run(config, Path(run_dir))
     exp = build(config)
     dataset = {"train": exp.splits.train, "test": exp.splits.test}.get(split)
     if split == "validation":
@@ -391,7 +419,7 @@ def replace_data_path(
     config: config_lib.ExperimentConfig, base_dir: Path
 ) -> config_lib.ExperimentConfig:
     """Makes a relative `data.path` absolute (relative to the config's folder)."""
-    path = config.data.path
+    path = getattr(getattr(config, "data", None), "path", None)
     if path is None or Path(path).is_absolute():
         return config
     data = dataclasses.replace(config.data, path=str((base_dir / path).resolve()))

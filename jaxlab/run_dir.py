@@ -24,14 +24,24 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 
 # Fields that may change when a run is resumed: they do not alter the trajectory.
+# (An RL run's length may not change: PPO anneals over the whole budget.)
 _RESUMABLE_CHANGES = {
-    "train.steps",
-    "train.num_epochs",
-    "train.eval_every",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.log_activations",
+    "supervised": {
+        "train.steps",
+        "train.num_epochs",
+        "train.eval_every",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "train.log_activations",
+    },
+    "rl": {
+        "train.eval_every",
+        "train.eval_episodes",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+    },
 }
 
 
@@ -91,8 +101,9 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def check_resumable(saved: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
     """Raises if `new` would change the trajectory of the run saved as `saved`."""
     old_flat, new_flat = _flatten(saved), _flatten(new)
+    allowed = _RESUMABLE_CHANGES.get(new.get("kind", "supervised"), set())
     for key in sorted(set(old_flat) | set(new_flat)):
-        if key in _RESUMABLE_CHANGES:
+        if key in allowed:
             continue
         if old_flat.get(key) != new_flat.get(key):
             raise ConfigError(
@@ -102,7 +113,20 @@ def check_resumable(saved: dict[str, Any], new: dict[str, Any], run_dir: Path) -
             )
 
 
-def load_run_config(run_dir: str | os.PathLike) -> config_lib.ExperimentConfig:
+def save_config(run_path: Path, config: Any, *, resuming: bool) -> None:
+    """Saves the resolved config; when resuming, first checks it still fits."""
+    resolved = config_lib.config_to_dict(config)
+    file = run_path / CONFIG_FILE
+    if resuming and file.is_file():
+        saved = config_lib.config_to_dict(load_run_config(run_path))
+        check_resumable(saved, resolved, run_path)
+    # Imported here: the logger pulls in TensorBoard, not needed to read configs.
+    from jaxlab.logger import atomic_write_text
+
+    atomic_write_text(file, config_lib.dump_yaml(resolved))
+
+
+def load_run_config(run_dir: str | os.PathLike) -> config_lib.AnyExperimentConfig:
     """The resolved config saved in a run directory."""
     path = Path(run_dir)
     if not path.is_dir():
