@@ -36,7 +36,7 @@ from agents.dqn.rollout import (
     iteration_metrics,
     make_core,
 )
-from agents.envs import GymnasiumVecEnv
+from agents.envs import GymnasiumVecEnv, evaluate_policy
 
 EnvId = str | Callable[[], gymnasium.Env]
 
@@ -74,24 +74,13 @@ def evaluate_host(
       The mean return.
     """
     act = jax.jit(agent.act)
-    per_env = math.ceil(num_episodes / env.num_envs)
-    returns: list[list[float]] = [[] for _ in range(env.num_envs)]
-    obs = env.reset(seed=_seed_from(key))
-    info: dict[str, np.ndarray] = {"episode_return": np.zeros(env.num_envs)}
-    for _ in range(max_steps):
-        actions = np.asarray(act(agent_state, key, jnp.asarray(obs), 0.0))
-        obs, _, terminated, truncated, info = env.step(actions)
-        for i in np.flatnonzero(terminated | truncated):
-            if len(returns[i]) < per_env:
-                returns[i].append(float(info["episode_return"][i]))
-        if all(len(r) >= per_env for r in returns):
-            break
-    else:  # Unfinished episodes count their partial return.
-        for i, r in enumerate(returns):
-            if len(r) < per_env:
-                r.append(float(info["episode_return"][i]))
-    flat = [ret for env_returns in returns for ret in env_returns[:per_env]]
-    return float(np.mean(flat[:num_episodes]))
+    return evaluate_policy(
+        env,
+        lambda obs: act(agent_state, key, jnp.asarray(obs), 0.0),
+        seed=_seed_from(key),
+        num_episodes=num_episodes,
+        max_steps=max_steps,
+    )
 
 
 class HostTrainer:

@@ -26,7 +26,12 @@ from agents.envs.base import (
 )
 from agents.envs.cartpole import CartPoleState, cartpole_state, make_cartpole
 from agents.envs.catch import CatchState, make_catch
-from agents.envs.gym_adapter import GymnasiumVecEnv, from_gymnax, spec_from_space
+from agents.envs.gym_adapter import (
+    GymnasiumVecEnv,
+    evaluate_policy,
+    from_gymnax,
+    spec_from_space,
+)
 from agents.envs.pendulum import PendulumState, make_pendulum, pendulum_state
 
 _REGISTRY: dict[str, Callable[..., Environment]] = {
@@ -68,6 +73,7 @@ __all__ = [
     "EnvState",
     "Environment",
     "GymnasiumVecEnv",
+    "evaluate_policy",
     "PendulumState",
     "Spec",
     "TimeStep",

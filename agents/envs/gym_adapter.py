@@ -303,3 +303,45 @@ def from_gymnax(
         name=name,
         max_episode_steps=max_steps,
     )
+
+
+def evaluate_policy(
+    env: GymnasiumVecEnv,
+    policy: Callable[[np.ndarray], Any],
+    *,
+    seed: int,
+    num_episodes: int,
+    max_steps: int = 100_000,
+) -> float:
+    """Mean undiscounted return of `policy` on a gymnasium vector environment.
+
+    Resets `env` with `seed`; each of its `N` sub-environments plays
+    ``ceil(num_episodes / N)`` whole episodes (so short episodes are not
+    over-represented), and the first `num_episodes` of them, in environment
+    order, are averaged.
+
+    Args:
+      env: the environments (reset here).
+      policy: ``obs [N, ...] -> actions [N, ...]`` (e.g. a jitted greedy act).
+      seed: gymnasium seed of the reset.
+      num_episodes: episodes to average.
+      max_steps: vectorized steps after which unfinished episodes count their
+        partial return.
+    """
+    per_env = -(-num_episodes // env.num_envs)
+    returns: list[list[float]] = [[] for _ in range(env.num_envs)]
+    obs = env.reset(seed=seed)
+    info: dict[str, np.ndarray] = {"episode_return": np.zeros(env.num_envs)}
+    for _ in range(max_steps):
+        obs, _, terminated, truncated, info = env.step(np.asarray(policy(obs)))
+        for i in np.flatnonzero(terminated | truncated):
+            if len(returns[i]) < per_env:
+                returns[i].append(float(info["episode_return"][i]))
+        if all(len(r) >= per_env for r in returns):
+            break
+    else:  # Unfinished episodes count their partial return.
+        for i, r in enumerate(returns):
+            if len(r) < per_env:
+                r.append(float(info["episode_return"][i]))
+    flat = [ret for env_returns in returns for ret in env_returns[:per_env]]
+    return float(np.mean(flat[:num_episodes]))

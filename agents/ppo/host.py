@@ -17,7 +17,6 @@ environments themselves live in the trainer and cannot be. Hence:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents.envs import GymnasiumVecEnv
+from agents.envs import GymnasiumVecEnv, evaluate_policy
 from agents.ppo.agent import Agent, Trajectory, ppo
 from agents.ppo.config import PPOConfig
 from agents.ppo.training import (
@@ -90,25 +89,14 @@ def evaluate_host(
       The mean undiscounted return.
     """
     key = key_data(key)
-    per_env = math.ceil(num_episodes / env.num_envs)
     greedy = jax.jit(lambda s, o: agent.act(s, key, o, deterministic=True)[0])
-    obs = env.reset(seed=_seed_from(key))
-    returns: list[list[float]] = [[] for _ in range(env.num_envs)]
-    info: dict[str, np.ndarray] = {"episode_return": np.zeros(env.num_envs)}
-    for _ in range(max_steps):
-        action = np.asarray(greedy(agent_state, obs))
-        obs, _, terminated, truncated, info = env.step(action)
-        for i in np.flatnonzero(terminated | truncated):
-            if len(returns[i]) < per_env:
-                returns[i].append(float(info["episode_return"][i]))
-        if all(len(r) >= per_env for r in returns):
-            break
-    else:  # Unfinished episodes count their partial return.
-        for i, r in enumerate(returns):
-            if len(r) < per_env:
-                r.append(float(info["episode_return"][i]))
-    flat = [ret for env_returns in returns for ret in env_returns[:per_env]]
-    return float(np.mean(flat[:num_episodes]))
+    return evaluate_policy(
+        env,
+        lambda obs: greedy(agent_state, obs),
+        seed=_seed_from(key),
+        num_episodes=num_episodes,
+        max_steps=max_steps,
+    )
 
 
 class HostTrainer:
