@@ -92,3 +92,7 @@ __all__ = [
     "registered_ids",
     "spec_from_space",
 ]
+
+from agents.envs import gym_register as _gym_register  # noqa: E402
+
+_gym_register.register()
