@@ -30,7 +30,13 @@ from jaxlab import metrics as metrics_lib
 from jaxlab import optim, parallel
 from jaxlab import run_dir as run_dir_lib
 from jaxlab.errors import ConfigError, JaxlabError
-from jaxlab.train import TrainState, init_train_state, make_train_step, supervised_loss
+from jaxlab.train import (
+    TrainState,
+    init_train_state,
+    make_eval_step,
+    make_train_step,
+    supervised_loss,
+)
 
 # Testing hook (fault injection): SIGKILL this process right after this step.
 KILL_AT_STEP_ENV = "JAXLAB_FAULT_KILL_AT_STEP"
@@ -142,24 +148,25 @@ def total_steps(config: config_lib.ExperimentConfig, steps_per_epoch: int) -> in
 
 def make_evaluator(exp: Experiment):
     """Returns ``evaluate(params, net_state, dataset) -> {metric: float}``."""
-    apply = exp.network.transformed.apply
     loss = losses_lib.get_loss(exp.config.model.loss)
     metric_set = exp.metric_set
 
-    @jax.jit
-    def eval_step(params, net_state, carry, batch):
-        outputs, _ = apply(params, net_state, None, batch["x"], is_training=False)
-        mask = batch["mask"]
+    def update(carry, outputs, labels, mask):
         count = jnp.sum(mask)
-        loss_sum = loss(outputs, batch["y"], weights=mask) * count
         metric_state = carry["metrics"]
         if metric_set is not None:
-            metric_state = metric_set.update(metric_state, outputs, batch["y"], mask)
+            metric_state = metric_set.update(metric_state, outputs, labels, mask)
         return {
             "metrics": metric_state,
-            "loss_sum": carry["loss_sum"] + loss_sum,
+            "loss_sum": carry["loss_sum"] + loss(outputs, labels, weights=mask) * count,
             "count": carry["count"] + count,
         }
+
+    eval_step = jax.jit(
+        make_eval_step(
+            exp.network.transformed, update, apply_kwargs={"is_training": False}
+        )
+    )
 
     batch_size = exp.config.data.eval_batch_size or exp.config.data.batch_size
 
