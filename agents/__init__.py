@@ -89,7 +89,7 @@ def agent_config(raw: Mapping[str, Any]) -> Any:
     """Validates an ``agent:`` config section by its ``name`` (errors name
     ``agent.<field>``)."""
     name = raw.get("name")
-    if name not in AGENTS:
+    if not isinstance(name, str) or name not in AGENTS:
         raise ConfigError(f"agent.name: expected one of {sorted(AGENTS)}, got {name!r}")
     return validate(AGENTS[name].config_cls, dict(raw), prefix="agent")
 

@@ -20,6 +20,13 @@ check; `restore` then warns and falls back to the previous checkpoint.
 
 Restoring never unpickles: orbax reads tensorstore arrays and JSON.
 
+Testing failpoint: with ``JAXLAB_FAULT_KILL_DURING_SAVE=<step>`` in the
+environment, `Checkpointer.save` of that step SIGKILLs its own process once orbax
+has written all of the checkpoint's files into ``<step>.orbax-checkpoint-tmp/``
+and before it commits them (the ``commit_success.txt`` write and the rename), so
+tests can kill a save at its most delicate moment deterministically
+(`jaxlab.faults`). Unset, it costs one environment lookup per save.
+
 orbax is slow to import, so it is imported on the first save or restore.
 """
 
@@ -29,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import warnings
 import zlib
 from collections.abc import Mapping
@@ -48,6 +56,9 @@ _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax atomicity_types.TMP_DIR_SUFFIX
 _STEP_NAME = re.compile(r"0|[1-9][0-9]*")
 _FORMAT = "jaxlab-checkpoint"
 _VERSION = 1
+
+# Testing failpoint (fault injection), see the module docstring.
+KILL_DURING_SAVE_ENV = "JAXLAB_FAULT_KILL_DURING_SAVE"
 
 
 class CheckpointWarning(UserWarning):
@@ -282,6 +293,8 @@ class Checkpointer:
         }
         if stored:  # orbax refuses an empty pytree
             items["state"] = ocp.args.StandardSave(stored)
+        if os.environ.get(KILL_DURING_SAVE_ENV) == str(step):
+            _arm_kill_before_commit(self.directory / str(step))
         manager.save(step, args=ocp.args.Composite(**items), force=True)
         manager.wait_until_finished()
         self._damaged -= set(in_the_way)
@@ -521,6 +534,27 @@ class Checkpointer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _arm_kill_before_commit(final: Path) -> None:
+    """Testing failpoint: SIGKILL this process when orbax commits `final`.
+
+    Orbax's checkpointer writes every file of a save into a temporary directory,
+    then calls the temporary path's ``finalize`` to commit it (write
+    ``commit_success.txt``, rename to `final`). This wraps ``finalize`` so that
+    the process kills itself right before that commit. Only armed for the one
+    save that `KILL_DURING_SAVE_ENV` names, never undone: the process dies.
+    """
+    atomicity = _orbax().path.atomicity
+    for cls in (atomicity.AtomicRenameTemporaryPath, atomicity.CommitFileTemporaryPath):
+        original = cls.finalize
+
+        async def finalize(self: Any, *args: Any, _original: Any = original) -> Any:
+            if Path(self.get_final()) == final:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return await _original(self, *args)
+
+        cls.finalize = finalize
 
 
 def _is_real_numpy_dtype(name: str) -> bool:

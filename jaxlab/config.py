@@ -402,7 +402,25 @@ _KINDS = {"supervised": ExperimentConfig, "rl": RLExperimentConfig}
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` (no dot) as a float, as JSON does."""
+    """SafeLoader that also reads ``1e-3`` (no dot) as a float, as JSON does, and
+    builds only JSON's types: no ``!!binary``, ``!!set``, ``!!omap``, ``!!pairs``
+    or ``!!timestamp`` (``2024-01-01`` stays a string)."""
+
+
+_NOT_JSON = {f"tag:yaml.org,2002:{t}" for t in ("binary", "timestamp", "set", "omap")}
+_NOT_JSON.add("tag:yaml.org,2002:pairs")
+_Loader.yaml_constructors = {
+    tag: fn
+    for tag, fn in yaml.SafeLoader.yaml_constructors.items()
+    if tag not in _NOT_JSON
+}
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NOT_JSON]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+# YAML aliases can make a document that expands exponentially (or a cycle):
+# a config holds at most this many values once aliases are expanded.
+MAX_VALUES = 1_000_000
 
 
 _Loader.add_implicit_resolver(
@@ -422,12 +440,33 @@ _Loader.add_implicit_resolver(
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     """Parses YAML safely (no object construction); errors name `source`."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
+    _check_size(data, source)
+    return data
+
+
+def _check_size(data: Any, source: str) -> None:
+    """Raises if `data`, aliases expanded, holds more than `MAX_VALUES` values."""
+    stack, count = [data], 0
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(
+                f"{source}: more than {MAX_VALUES} values once YAML aliases are "
+                "expanded (or an alias cycle)"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -446,6 +485,8 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
             raise ConfigError(
                 f"{path}: invalid JSON (line {e.lineno}): {e.msg}"
             ) from None
+        except RecursionError:
+            raise ConfigError(f"{path}: invalid JSON: nested too deeply") from None
     elif path.suffix.lower() in (".yaml", ".yml"):
         raw = parse_yaml(text, str(path))
     else:
@@ -497,6 +538,8 @@ def _format_loc(loc: Sequence[Any]) -> str:
             out += f"[{part}]"
         elif isinstance(part, str) and part.startswith("function-"):
             continue  # pydantic's name for a validator step
+        elif isinstance(part, str) and (not part or re.search(r"[\s.]", part)):
+            out += f"[{part!r}]"  # a key such as '' or 'a.b' (not a field name)
         else:
             out += f".{part}" if out else str(part)
     return out
@@ -512,6 +555,10 @@ def _format_error(err: Mapping[str, Any]) -> str:
         return f"{_format_loc(loc)}: unknown field"
     if err.get("type") == "missing":
         return f"{_format_loc(loc)}: required field is missing"
+    if err.get("type") == "invalid_key" or loc[-1:] == ["[key]"]:
+        # loc: (..., key) or (..., key, '[key]'); name the mapping, show the key.
+        where = _format_loc(loc[: -2 if loc[-1:] == ["[key]"] else -1])
+        return f"{where or '<config>'}: keys must be strings, got {err.get('input')!r}"
     if err.get("type") == "union_tag_invalid":
         expected, tag = ctx.get("expected_tags"), ctx.get("tag")
         return f"{_format_loc(loc)}.name: expected one of {expected}, got {tag!r}"
@@ -541,6 +588,12 @@ _UNION_TAGS = {
 }
 
 
+# pydantic's labels of plain union members in error paths ('str', 'dict[str,any]').
+_MEMBER_LABEL = re.compile(
+    r"str|int|float|bool|(dict|list|literal)\[.*\]|constrained-\w+"
+)
+
+
 def validate(cls: Any, raw: Any, *, prefix: str = "") -> Any:
     """Validates plain data into the config dataclass `cls`, or raises `ConfigError`.
 
@@ -556,7 +609,15 @@ def validate(cls: Any, raw: Any, *, prefix: str = "") -> Any:
         errors = []
         for err in e.errors(include_url=False):
             err = dict(err)
-            loc = tuple(p for p in err["loc"] if p not in _UNION_TAGS)
+            # Drop union tags from the path (not an unknown key the user wrote).
+            unknown = ("extra_forbidden", "unexpected_keyword_argument")
+            last = len(err["loc"]) - 1 if err["type"] in unknown else -1
+            loc = tuple(
+                p
+                for i, p in enumerate(err["loc"])
+                if i == last
+                or (p not in _UNION_TAGS and not _MEMBER_LABEL.fullmatch(str(p)))
+            )
             err["loc"] = (prefix, *loc) if prefix else loc
             errors.append(_format_error(err))
         # One line: the first few distinct errors.

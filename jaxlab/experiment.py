@@ -29,7 +29,7 @@ from jaxlab import losses as losses_lib
 from jaxlab import metrics as metrics_lib
 from jaxlab import optim, parallel
 from jaxlab import run_dir as run_dir_lib
-from jaxlab.errors import ConfigError, JaxlabError
+from jaxlab.errors import ConfigError, DataError, JaxlabError
 from jaxlab.train import (
     TrainState,
     init_train_state,
@@ -60,11 +60,8 @@ def build(config: config_lib.ExperimentConfig) -> Experiment:
     splits = data_lib.load_dataset(config.data, seed=config.seed)
     classification = losses_lib.is_classification(config.model.loss)
     num_classes = config.model.num_classes
-    if classification and num_classes is None:
-        # The largest class may only occur in a held-out split.
-        num_classes = max(
-            data_lib.num_classes(split) for split in splits if split is not None
-        )
+    if classification:
+        num_classes = _class_count(config, splits, num_classes)
     try:
         network = nets.build_network(config.model.network, num_classes=num_classes)
     except nets.SpecError as e:
@@ -103,6 +100,28 @@ def build(config: config_lib.ExperimentConfig) -> Experiment:
     )
 
 
+def _class_count(
+    config: config_lib.ExperimentConfig, splits: data_lib.Splits, given: int | None
+) -> int:
+    """`model.num_classes`, or the count the labels imply; raises `DataError`
+    naming the data file for labels that are not class ids in range."""
+    source = config.data.path or f"dataset {config.data.dataset!r}"
+    found = 0
+    # The largest class may only occur in a held-out split.
+    for name, split in zip(splits._fields, splits, strict=True):
+        if split is not None:
+            try:
+                found = max(found, data_lib.num_classes(split))
+            except DataError as e:
+                raise DataError(f"{source} ({name} split): {e}") from None
+    if given is not None and found > given:
+        raise DataError(
+            f"{source}: class label {found - 1} is out of range for "
+            f"model.num_classes {given} (labels must be in [0, {given}))"
+        )
+    return given or found
+
+
 def check(config: config_lib.AnyExperimentConfig) -> None:
     """Validates the parts of a config that its schema leaves to `nets`, the
     losses, metrics and `agents`, before anything is written or loaded."""
@@ -123,7 +142,9 @@ def check(config: config_lib.AnyExperimentConfig) -> None:
 
 def _join(message: str) -> str:
     """Joins a nets error (``[1] (MaxPool).x: ...``) onto the ``model.network`` path."""
-    return message if message.startswith(("[", ".")) else f": {message}"
+    if message.startswith(("[", ".")):
+        return message
+    return f": {message.removeprefix('network: ')}"
 
 
 def initial_state(exp: Experiment) -> TrainState:
@@ -270,7 +291,7 @@ def _train_supervised(
     start = 0
     if latest is not None:
         state, meta = checkpointer.restore(state)
-        start = int(meta["step"])
+        start = run_dir_lib.meta_count(meta, "step", checkpointer)
 
     devices = parallel.local_devices(config.parallel.devices)
     step_fn = make_train_step(
@@ -313,7 +334,8 @@ def _train_supervised(
                 f"step {step}: parameters are not finite; halted without saving "
                 f"(last good checkpoint: step {checkpointer.latest_step()})"
             )
-        checkpointer.save(step, host_state, meta=_checkpoint_meta(step, batcher))
+        meta = _checkpoint_meta(step, batcher)
+        run_dir_lib.save_checkpoint(checkpointer, step, host_state, meta)
 
     def halt_if_nonfinite(first_bad: jax.Array) -> None:
         if int(first_bad) >= 0:
@@ -374,7 +396,8 @@ def _train_supervised(
                 log.log(done, metrics, prefix="train")
             if done % tc.eval_every == 0 and done != num_steps:
                 run_eval(done, eval_name, eval_data)
-            if done % tc.checkpoint_every == 0 or done == num_steps:
+            # The final checkpoint is saved after the final evaluations below.
+            if done % tc.checkpoint_every == 0 and done != num_steps:
                 halt_if_nonfinite(first_bad)
                 save(done)
             if kill_at is not None and done == kill_at:
@@ -383,8 +406,10 @@ def _train_supervised(
         if eval_name != "test":
             run_eval(num_steps, eval_name, eval_data)
         results = run_eval(num_steps, "test", exp.splits.test)
-        if checkpointer.latest_step() != num_steps:
-            save(num_steps)
+        # Last: a rerun that finds the final checkpoint logs nothing more, so a
+        # kill must not land between this save and the final evaluation rows.
+        halt_if_nonfinite(first_bad)
+        save(num_steps)
         checkpointer.close()
         log.message(f"test: {_summary(results)}", force=True)
     return results
@@ -419,7 +444,7 @@ def evaluate_run(
     state, meta = checkpointer.restore(initial_state(exp))
     checkpointer.close()
     results = make_evaluator(exp)(state.params, state.net_state, dataset)
-    return {"step": int(meta["step"]), **results}
+    return {"step": run_dir_lib.meta_count(meta, "step", checkpointer), **results}
 
 
 def replace_data_path(

@@ -414,4 +414,11 @@ class MetricLogger:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        try:
+            self.close()
+        except OSError as e:  # e.g. a full disk: flushing the logs fails too
+            if exc is not None:
+                return  # the error in flight (say, the failed save) says more
+            raise JaxlabError(
+                f"{self.run_dir}: cannot write the logs ({e.strerror or e})"
+            ) from None

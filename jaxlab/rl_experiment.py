@@ -26,6 +26,7 @@ import numpy as np
 from jaxlab import checkpoint as ckpt_lib
 from jaxlab import config as config_lib
 from jaxlab import logger as logger_lib
+from jaxlab import run_dir as run_dir_lib
 from jaxlab.errors import ConfigError, JaxlabError
 
 KILL_AT_STEP_ENV = "JAXLAB_FAULT_KILL_AT_STEP"
@@ -170,7 +171,7 @@ def _train(config, run: _Run, run_path: Path, checkpointer, *, quiet: bool):
     done = 0
     if checkpointer.latest_step() is not None:
         state, meta = checkpointer.restore(state)
-        done = int(meta["iteration"])
+        done = run_dir_lib.meta_count(meta, "iteration", checkpointer)
     kill_at = os.environ.get(KILL_AT_STEP_ENV)
     kill_at = int(kill_at) if kill_at else None
 
@@ -206,7 +207,7 @@ def _train(config, run: _Run, run_path: Path, checkpointer, *, quiet: bool):
                 log.log(env_steps, results, prefix="eval")
             if done % ckpt_it == 0 or done == run.iterations:
                 meta = {"iteration": done, "step": env_steps}
-                checkpointer.save(env_steps, state, meta=meta)
+                run_dir_lib.save_checkpoint(checkpointer, env_steps, state, meta)
             if kill_at is not None and before < kill_at <= env_steps:
                 jax.block_until_ready(state)
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -225,8 +226,6 @@ def evaluate_run(
     With the default number of episodes this reproduces the run's final
     evaluation (same key).
     """
-    from jaxlab import run_dir as run_dir_lib
-
     checkpointer = ckpt_lib.Checkpointer(run_path / run_dir_lib.CHECKPOINT_DIR)
     if checkpointer.latest_step() is None:
         raise JaxlabError(f"{run_path}: no checkpoint to evaluate")
@@ -234,11 +233,13 @@ def evaluate_run(
     try:
         init_key, eval_key = _keys(config.seed)
         state, meta = checkpointer.restore(run.trainer.init(init_key))
-        key = jax.random.fold_in(eval_key, int(meta["iteration"]))
+        iteration = run_dir_lib.meta_count(meta, "iteration", checkpointer)
+        step = run_dir_lib.meta_count(meta, "step", checkpointer)
+        key = jax.random.fold_in(eval_key, iteration)
         mean_return = run.evaluate(
             state.agent, key, episodes or config.train.eval_episodes
         )
     finally:
         run.close()
         checkpointer.close()
-    return {"step": int(meta["step"]), "mean_return": mean_return}
+    return {"step": step, "mean_return": mean_return}

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from jaxlab import config as config_lib
-from jaxlab.errors import ConfigError, JaxlabError
+from jaxlab.errors import CheckpointError, ConfigError, JaxlabError
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
@@ -124,6 +125,48 @@ def save_config(run_path: Path, config: Any, *, resuming: bool) -> None:
     from jaxlab.logger import atomic_write_text
 
     atomic_write_text(file, config_lib.dump_yaml(resolved))
+
+
+def save_checkpoint(checkpointer: Any, step: int, state: Any, meta: dict) -> None:
+    """`checkpointer.save`, with a failing disk (full, read-only, gone) reported
+    as one `JaxlabError` naming the directory and the last good checkpoint.
+
+    A failed save commits nothing: the last good checkpoint stays restorable.
+    """
+    try:
+        checkpointer.save(step, state, meta=meta)
+    except Exception as e:
+        reason = _os_error(e)
+        if reason is None:
+            raise
+        raise JaxlabError(
+            f"{checkpointer.directory}: cannot save the checkpoint at step {step} "
+            f"({reason}); the last good checkpoint is step "
+            f"{checkpointer.latest_step()}"
+        ) from None
+
+
+def meta_count(meta: dict, key: str, checkpointer: Any) -> int:
+    """``meta[key]`` of a restored checkpoint: an int >= 0, or `CheckpointError`
+    (a meta file edited by hand is JSON, but not necessarily ours)."""
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(
+            f"{checkpointer.directory}: checkpoint at step "
+            f"{checkpointer.restored_step}: meta {key!r} must be an int >= 0, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _os_error(error: BaseException) -> str | None:
+    """The OS error behind a failed save, or None if it is not one."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    # tensorstore (orbax's array writer) reports OS errors as ValueError with
+    # the errno: "... No space left on device [os_error_code='28']".
+    match = re.search(r"\[os_error_code='(\d+)'\]", str(error))
+    return os.strerror(int(match.group(1))) if match else None
 
 
 def load_run_config(run_dir: str | os.PathLike) -> config_lib.AnyExperimentConfig:
