@@ -165,6 +165,7 @@ def test_random_kills_resume_exactly(references, workdir):
         seed=0,
         failpoints=(),
         reference=reference,
+        jobs=2,
         progress=lines.append,
     )
     assert len(report.runs) == 2 and len(lines) == 2
