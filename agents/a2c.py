@@ -15,7 +15,7 @@ runner_state, metrics = trainer.train(key)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, NamedTuple
 
 import chex
@@ -34,6 +34,7 @@ from agents.ppo.agent import (
     current_learning_rate,
     make_act,
     make_transform,
+    normalize,
     truncation_aware_gae,
 )
 from agents.ppo.config import Activation, UnitFloat, tuple_from_list
@@ -150,8 +151,6 @@ def a2c(
     def loss_fn(params, obs, action, advantage, returns):
         out = networks.policy(params, obs)
         values = networks.value(params, obs)
-        if c.normalize_advantages:
-            advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
         advantage = jax.lax.stop_gradient(advantage)
         policy_loss = -jnp.mean(dist.log_prob(out, action) * advantage)
         value_loss = jnp.mean(rlax.l2_loss(jax.lax.stop_gradient(returns) - values))
@@ -164,8 +163,16 @@ def a2c(
         }
 
     def update(
-        state: A2CState, trajectory: Trajectory, key: jax.Array
+        state: A2CState,
+        trajectory: Trajectory,
+        key: jax.Array,
+        *,
+        axis_name: str | None = None,
     ) -> tuple[A2CState, Metrics]:
+        """One full-batch step; see `agents.ppo.Agent.update`. Data-parallel,
+        each device's loss is the mean over its equal share of the batch, so the
+        `pmean` of gradients and metrics is the whole batch's; advantages are
+        normalised with the global mean and std."""
         del key  # One full-batch step: nothing to shuffle.
         chex.assert_rank(trajectory.reward, 2)
         num_steps, num_envs = trajectory.reward.shape
@@ -183,13 +190,18 @@ def a2c(
             gamma=c.gamma,
             lambda_=c.gae_lambda,
         )
+        advantage = flat(advantage)
+        if c.normalize_advantages:
+            advantage = normalize(advantage, axis_name)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params,
             flat(trajectory.obs),
             flat(trajectory.action),
-            flat(advantage),
+            advantage,
             flat(returns),
         )
+        if axis_name is not None:
+            loss, metrics, grads = jax.lax.pmean((loss, metrics, grads), axis_name)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
@@ -210,9 +222,12 @@ def make_train(
     *,
     num_envs: int,
     total_env_steps: float,
+    devices: Sequence[jax.Device] | None = None,
+    backend: str = "pmap",
 ) -> Trainer:
     """An A2C training run on a JAX-native environment (see
-    `agents.ppo.make_train`; same `Trainer` contract)."""
+    `agents.ppo.make_train`; same `Trainer` contract, and the same
+    data-parallel `devices` / `backend`)."""
     env = as_environment(env)
     config = as_config(A2CConfig, config)
     num_updates = num_updates_for(total_env_steps, num_envs * config.num_steps)
@@ -229,6 +244,8 @@ def make_train(
         num_envs=num_envs,
         num_steps=config.num_steps,
         num_updates=num_updates,
+        devices=devices,
+        backend=backend,
     )
 
 

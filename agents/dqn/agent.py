@@ -50,13 +50,15 @@ class Agent(NamedTuple):
       init: ``(key, obs[B, ...]) -> DQNState``; `obs` is an example batch.
       act: ``(state, key, obs[B, ...], epsilon []) -> actions [B] int32``,
         epsilon-greedy (``epsilon=0``: greedy).
-      update: ``(state, Transition[B]) -> (state, metrics)``, one gradient step
-        then the target-network update.
+      update: ``(state, Transition[B], *, axis_name=None) -> (state, metrics)``,
+        one gradient step then the target-network update; with `axis_name`
+        (data-parallel), gradients and metrics are averaged over the devices,
+        so the replicas stay identical.
     """
 
     init: Callable[[jax.Array, jax.Array], DQNState]
     act: Callable[[DQNState, jax.Array, jax.Array, jax.Array | float], jax.Array]
-    update: Callable[[DQNState, Transition], tuple[DQNState, Metrics]]
+    update: Callable[..., tuple[DQNState, Metrics]]
 
 
 class Network(NamedTuple):
@@ -177,11 +179,16 @@ def dqn(
         }
         return loss, metrics
 
-    def update(state: DQNState, batch: Transition) -> tuple[DQNState, Metrics]:
+    def update(
+        state: DQNState, batch: Transition, *, axis_name: str | None = None
+    ) -> tuple[DQNState, Metrics]:
         chex.assert_rank([batch.action, batch.reward, batch.discount], 1)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.target_params, batch
         )
+        if axis_name is not None:
+            # Equal batch shares: the mean of the shares' means is the batch's.
+            loss, metrics, grads = jax.lax.pmean((loss, metrics, grads), axis_name)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(params=state.params, updates=updates)
         steps = state.steps + 1

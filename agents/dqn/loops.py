@@ -19,24 +19,39 @@ logged from inside the program.
 
 The pieces shared with the gymnasium loop (`agents.dqn.host`) are in
 `agents.dqn.rollout`.
+
+Data-parallel (``devices=[...]``, two or more; `agents.data_parallel`): a
+replicated learner with per-device replay shards. Each device steps
+``num_envs / D`` environments and writes their transitions into its own shard
+of ``capacity / D``; each learner step samples ``batch_size / D`` transitions
+per device (with a per-device key) and averages the gradients over the devices,
+so the parameters and target networks stay identical everywhere. The replay
+is the global state's ``[capacity, ...]`` arrays, device ``i`` holding rows
+``i * capacity / D`` onwards. Unlike the on-policy loops, a D-device run is not
+the 1-device run: which transitions are sampled depends on the shards (and
+exploration draws per device), so it matches in distribution only. A checkpoint
+still restores on any device count (the shards are then read as one buffer).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from agents import data_parallel as _dp
 from agents.dqn.agent import Agent, DQNState, dqn
 from agents.dqn.config import DQNConfig, as_dqn_config
 from agents.dqn.networks import q_network
+from agents.dqn.replay import ReplayState
 from agents.dqn.rollout import (
     EpisodeStats,
     Metrics,
+    NStepWindow,
     RunnerState,
     as_optimizer,
     check_discrete,
@@ -44,6 +59,7 @@ from agents.dqn.rollout import (
     make_core,
 )
 from agents.envs import Environment
+from jaxlab.parallel import AXIS
 
 
 class Trainer(NamedTuple):
@@ -62,6 +78,9 @@ class Trainer(NamedTuple):
       num_iterations: iterations in the whole budget.
       steps_per_iteration: environment steps per iteration
         (``num_envs * train_freq``).
+      to_host: ``(runner_state) -> runner_state`` of host NumPy arrays with the
+        global shapes, on every process (to checkpoint; `run` takes it back).
+      num_devices: devices the run is split across (1: a plain program).
     """
 
     init: Callable[[jax.Array], RunnerState]
@@ -71,6 +90,29 @@ class Trainer(NamedTuple):
     agent: Agent
     num_iterations: int
     steps_per_iteration: int
+    to_host: Callable[[Any], Any] = _dp.to_host
+    num_devices: int = 1
+
+
+# The split axis of each part of a `RunnerState` (None: replicated).
+_AXES = RunnerState(
+    agent=None,
+    replay=ReplayState(data=0, insert_pos=None, size=None),
+    env_state=0,
+    obs=0,
+    window=NStepWindow(
+        obs=1,
+        action=1,
+        reward=1,
+        terminated=1,
+        truncated=1,
+        next_obs=1,
+        fill=None,
+    ),
+    rng=None,
+    env_steps=None,
+    iteration=None,
+)
 
 
 # ------------------------------------------------------------ evaluation
@@ -142,6 +184,8 @@ def make_train(
     num_envs: int,
     total_env_steps: int,
     network: Any = None,
+    devices: Sequence[jax.Device] | None = None,
+    backend: str = "pmap",
 ) -> Trainer:
     """Builds the pure functions of a DQN run on a JAX-native environment.
 
@@ -161,9 +205,18 @@ def make_train(
       total_env_steps: environment steps of `train`; rounded up to whole
         iterations of ``num_envs * train_freq`` steps.
       network: ``init``/``apply`` Q-network; default `q_network` from `config`.
+      devices: two or more devices (possibly of several processes) to split
+        the environments and the replay across (see the module docstring);
+        None or one device: a plain program. `init` and `run` then use jitted,
+        global states whatever the device count.
+      backend: ``"pmap"`` or ``"shard_map"``.
 
     Returns:
       A `Trainer`.
+
+    Raises:
+      ValueError: naming the field when `num_envs`, ``replay.capacity`` or
+        ``replay.batch_size`` cannot be split evenly across the devices.
     """
     if not isinstance(config, DQNConfig):
         config = as_dqn_config(config)
@@ -179,15 +232,40 @@ def make_train(
             activation=config.activation,
             dueling=config.dueling,
         )
+    devices = _dp.resolve_devices(devices, backend)
+    num_devices = 1 if devices is None else len(devices)
+    axis_name = None if devices is None else AXIS
+    local_envs = _dp.split_evenly(num_envs, num_devices, "env.num_envs", "environments")
+    _dp.split_evenly(
+        config.replay.capacity,
+        num_devices,
+        "agent.replay.capacity",
+        "replay slots",
+    )
+    _dp.split_evenly(
+        config.replay.batch_size,
+        num_devices,
+        "agent.replay.batch_size",
+        "sampled transitions",
+    )
     agent = dqn(network, as_optimizer(optimizer), config)
-    core = make_core(agent, config, num_envs=num_envs, obs_spec=env.observation_spec)
+    obs_spec = env.observation_spec
+    global_core = make_core(agent, config, num_envs=num_envs, obs_spec=obs_spec)
+    core = make_core(
+        agent,
+        config,
+        num_envs=local_envs,
+        obs_spec=obs_spec,
+        axis_name=axis_name,
+        num_devices=num_devices,
+    )
     steps_per_iteration = num_envs * config.train_freq
     total_iterations = math.ceil(total_env_steps / steps_per_iteration)
 
     def init(key: jax.Array) -> RunnerState:
         env_key, core_key = jax.random.split(key)
         obs, env_state = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
-        return core.init(core_key, obs, env_state)
+        return global_core.init(core_key, obs, env_state)
 
     def env_step(
         carry: tuple[RunnerState, EpisodeStats], _: None
@@ -196,8 +274,9 @@ def make_train(
         rng, act_key, env_key = jax.random.split(rs.rng, 3)
         rs = rs._replace(rng=rng)
         actions, epsilon = core.act(rs, act_key)
+        env_keys = jax.random.split(env_key, num_envs)  # [N]: this device's slice
         ts = jax.vmap(env.step)(
-            jax.random.split(env_key, num_envs), rs.env_state, actions
+            _dp.local_slice(env_keys, axis_name, local_envs), rs.env_state, actions
         )
         rs = core.record(
             rs._replace(env_state=ts.state),
@@ -215,12 +294,24 @@ def make_train(
         (rs, stats), epsilons = jax.lax.scan(
             env_step, (rs, EpisodeStats.zeros()), None, length=config.train_freq
         )
+        if axis_name is not None:
+            stats = jax.lax.psum(stats, axis_name)  # episodes of all devices
         rs, learn_metrics = core.learn(rs)
         rs = rs._replace(iteration=rs.iteration + 1)
         return rs, iteration_metrics(rs, epsilons[-1], stats, learn_metrics)
 
-    def run(rs: RunnerState, num_iterations: int) -> tuple[RunnerState, Metrics]:
+    def run_local(rs: RunnerState, num_iterations: int) -> tuple[RunnerState, Metrics]:
         return jax.lax.scan(iteration, rs, None, length=num_iterations)
+
+    run = run_local
+    if devices is not None:
+        init, run = _dp.parallelize(
+            init,
+            run_local,
+            devices=devices,
+            backend=backend,
+            axes=_AXES,
+        )
 
     def train(key: jax.Array) -> tuple[RunnerState, Metrics]:
         return run(init(key), total_iterations)
@@ -238,4 +329,5 @@ def make_train(
         agent=agent,
         num_iterations=total_iterations,
         steps_per_iteration=steps_per_iteration,
+        num_devices=num_devices,
     )

@@ -210,20 +210,43 @@ def _i32(x: int) -> jax.Array:
     return jnp.asarray(x, jnp.int32)
 
 
+def device_key(key: jax.Array, axis_name: str | None) -> jax.Array:
+    """A key of this device's own (`key` itself when `axis_name` is None)."""
+    if axis_name is None:
+        return key
+    return jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+
+
 def make_core(
-    agent: Agent, config: DQNConfig, *, num_envs: int, obs_spec: Spec
+    agent: Agent,
+    config: DQNConfig,
+    *,
+    num_envs: int,
+    obs_spec: Spec,
+    axis_name: str | None = None,
+    num_devices: int = 1,
 ) -> Core:
-    """Builds the `Core` functions of `agent` under `config` (see `Core`)."""
+    """Builds the `Core` functions of `agent` under `config` (see `Core`).
+
+    Data-parallel (`axis_name` set, `num_devices` > 1), the core is one
+    device's: `num_envs` is its share of the environments, its replay shard
+    holds ``capacity / D`` transitions and it samples ``batch_size / D`` of
+    them with its own key; gradients are averaged over the devices. Every shard
+    receives the same number of transitions, so `size` is the same on all
+    devices, and learning starts once the shards together hold `min_size`.
+    """
     epsilon_fn = epsilon_schedule(config.exploration)
     n = config.n_step
     gamma = config.discount
-    batch_size = config.replay.batch_size
+    capacity = config.replay.capacity // num_devices
+    batch_size = config.replay.batch_size // num_devices
     min_size = max(config.replay.min_size, 1)
     gradient_steps = config.gradient_steps
-    if num_envs > config.replay.capacity:
+    update_kwargs = {} if axis_name is None else {"axis_name": axis_name}
+    if num_envs > capacity:
         raise ValueError(
             f"replay.capacity ({config.replay.capacity}) must be >= num_envs "
-            f"({num_envs})"
+            f"({num_envs * num_devices})"
         )
 
     def init(key: jax.Array, obs: jax.Array, env_state: Any) -> RunnerState:
@@ -237,7 +260,7 @@ def make_core(
         )
         return RunnerState(
             agent=agent.init(agent_key, obs),
-            replay=replay_lib.init(config.replay.capacity, example),
+            replay=replay_lib.init(capacity, example),
             env_state=env_state,
             obs=jnp.asarray(obs, jnp.float32),
             window=empty_window(n, num_envs, obs_spec),
@@ -248,6 +271,7 @@ def make_core(
 
     def act(rs: RunnerState, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         epsilon = epsilon_fn(rs.env_steps)
+        key = device_key(key, axis_name)
         return agent.act(rs.agent, key, rs.obs, epsilon), epsilon  # [N], []
 
     def record(
@@ -270,15 +294,15 @@ def make_core(
             replay=replay,
             obs=jnp.asarray(next_obs, jnp.float32),
             window=window,
-            env_steps=rs.env_steps + num_envs,
+            env_steps=rs.env_steps + num_envs * num_devices,
         )
 
     def updates(
         agent_state: DQNState, replay: ReplayState, key: jax.Array
     ) -> tuple[DQNState, Metrics]:
         def one(state: DQNState, key: jax.Array) -> tuple[DQNState, Metrics]:
-            batch = replay_lib.sample(replay, key, batch_size)
-            return agent.update(state, batch)
+            batch = replay_lib.sample(replay, device_key(key, axis_name), batch_size)
+            return agent.update(state, batch, **update_kwargs)
 
         keys = jax.random.split(key, gradient_steps)
         agent_state, metrics = jax.lax.scan(one, agent_state, keys)
@@ -293,7 +317,7 @@ def make_core(
 
     def learn(rs: RunnerState) -> tuple[RunnerState, Metrics]:
         rng, key = jax.random.split(rs.rng)
-        ready = rs.replay.size >= min_size
+        ready = rs.replay.size * num_devices >= min_size  # same on all devices
         agent_state, metrics = jax.lax.cond(
             ready, updates, skip, rs.agent, rs.replay, key
         )

@@ -7,7 +7,10 @@ contract, which is what the training loops in `agents.ppo.training` drive:
 agent = ppo(config, obs_spec, action_spec, optax.adam(2.5e-4), num_updates=976)
 state = agent.init(key, obs)                           # obs: [B, ...]
 action, log_prob, value = agent.act(state, key, obs)   # each [B] (actions [B, D])
+action, log_prob, value = agent.act(state, keys, obs)  # keys [B]: one per row
 state, metrics = agent.update(state, trajectory, key)  # trajectory: [T, B] leaves
+# Data-parallel: each device passes its [T, B / D] slice and the same key.
+state, metrics = agent.update(state, trajectory, key, axis_name="batch")
 ```
 
 Truncation is handled correctly (PureJaxRL treats a time limit as a terminal
@@ -24,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from agents.data_parallel import global_mean, split_evenly
 from agents.envs import Spec
 from agents.losses import gae_batch, ppo_loss
 from agents.ppo.config import PPOConfig
@@ -80,9 +84,14 @@ class Agent(NamedTuple):
       init: ``(key, obs [B, ...]) -> state``.
       act: ``(state, key, obs [B, ...], *, deterministic=False) -> (action [B]
         or [B, D], log_prob [B], value [B])``; deterministic actions are the
-        argmax (discrete) or the mean (Gaussian).
-      update: ``(state, trajectory [T, B], key) -> (state, metrics)`` with scalar
-        metrics.
+        argmax (discrete) or the mean (Gaussian). `key` is one key, or one key
+        per row ([B] typed or [B, 2] raw), which makes row ``i``'s action
+        depend only on its own key (so it does not depend on the batch split).
+      update: ``(state, trajectory [T, B], key, *, axis_name=None) -> (state,
+        metrics)`` with scalar metrics. With `axis_name`, each device passes
+        its slice of the environments ([T, B / D]) and the same `key`; the
+        result (identical on every device) equals the single-device update on
+        the whole [T, B] batch.
       networks: the `ActorCritic` the agent acts with.
     """
 
@@ -197,8 +206,17 @@ def _flatten(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])  # [T, B, ...] -> [TB, ...]
 
 
+def normalize(x: jax.Array, axis_name: str | None = None) -> jax.Array:
+    """``(x - mean) / (std + 1e-8)`` over all of `x` (and over the devices of
+    `axis_name`, each holding an equal share)."""
+    mean = global_mean(x, axis_name)
+    std = jnp.sqrt(global_mean(jnp.square(x - mean), axis_name))
+    return (x - mean) / (std + 1e-8)
+
+
 def make_act(networks: ActorCritic) -> Callable[..., Any]:
-    """The `act` function shared by the actor-critic agents."""
+    """The `act` function shared by the actor-critic agents (a single key, or
+    one key per row of `obs`: see `ActionDist.sample`)."""
     dist = networks.dist
 
     def act(
@@ -275,16 +293,34 @@ def ppo(
             value_clip_eps=clip_eps if c.value_clip else None,
             value_coef=c.vf_coef,
             entropy_coef=c.ent_coef,
-            normalize_advantages=c.normalize_advantages,
+            # Normalised in `update`, over the whole minibatch (all devices).
+            normalize_advantages=False,
         )
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def update(
-        state: PPOState, trajectory: Trajectory, key: jax.Array
+        state: PPOState,
+        trajectory: Trajectory,
+        key: jax.Array,
+        *,
+        axis_name: str | None = None,
     ) -> tuple[PPOState, Metrics]:
+        """One PPO update; see `Agent.update`.
+
+        Data-parallel (`axis_name` set), exactly PureJaxRL's full-batch shuffle:
+        each device computes GAE on its own environments, then all-gathers the
+        batch along the environment axis, so every device holds the global
+        [T, B] batch in the single-device order. The same key gives every
+        device the same global permutation and minibatches; advantages are
+        normalised over the whole minibatch; each device then takes its 1/D
+        share of the minibatch, and the `pmean` of the share gradients is the
+        gradient of the whole minibatch. Metrics are `pmean`ed likewise.
+        """
         chex.assert_rank(trajectory.reward, 2)
-        num_steps, num_envs = trajectory.reward.shape
+        num_steps, local_envs = trajectory.reward.shape
+        num_devices = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+        num_envs = local_envs * num_devices
         batch_size = num_steps * num_envs
         if batch_size % c.num_minibatches:
             raise ValueError(
@@ -292,6 +328,13 @@ def ppo(
                 f"{num_envs} = {batch_size} transitions is not divisible by "
                 f"{c.num_minibatches}"
             )
+        minibatch_size = batch_size // c.num_minibatches
+        share = split_evenly(
+            minibatch_size,
+            num_devices,
+            "agent.num_minibatches",
+            "transitions per minibatch",
+        )
         frac = annealing_fraction(state.update_count, num_updates)
         clip_eps = c.clip_eps * (frac if c.clip_eps_schedule == "linear" else 1.0)
         lr = current_learning_rate(state.opt_state)
@@ -304,7 +347,7 @@ def ppo(
             trajectory.terminated,
             trajectory.truncated,
             trajectory.value,
-            v_final.reshape(num_steps, num_envs),
+            v_final.reshape(num_steps, local_envs),
             gamma=c.gamma,
             lambda_=c.gae_lambda,
         )
@@ -316,11 +359,28 @@ def ppo(
             "advantage": advantage,
             "return": returns,
         }
+        if axis_name is not None:
+            # [T, B / D] slices -> the global [T, B], envs in device order.
+            batch = jax.tree.map(
+                lambda x: jax.lax.all_gather(x, axis_name, axis=1, tiled=True), batch
+            )
         batch = jax.tree.map(_flatten, batch)  # [T * B, ...]
 
         def sgd_step(carry, minibatch):
             params, opt_state = carry
+            if c.normalize_advantages:
+                minibatch = {
+                    **minibatch,
+                    "advantage": normalize(minibatch["advantage"]),
+                }
+            if axis_name is not None:
+                start = jax.lax.axis_index(axis_name) * share
+                minibatch = jax.tree.map(
+                    lambda x: jax.lax.dynamic_slice_in_dim(x, start, share), minibatch
+                )
             (loss, metrics), grads = grad_fn(params, minibatch, clip_eps)
+            if axis_name is not None:
+                loss, metrics, grads = jax.lax.pmean((loss, metrics, grads), axis_name)
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}

@@ -38,7 +38,9 @@ class ActionDist(NamedTuple):
     """Pure functions of a policy's output (`PolicyOutput`).
 
     Attributes:
-      sample: ``(key, out) -> actions`` [B] int32 or [B, D] float32.
+      sample: ``(key, out) -> actions`` [B] int32 or [B, D] float32; `key` is
+        one key, or one key per row (a batch of keys: [B] typed or [B, 2] raw),
+        so that row ``i`` depends on its own key only (`is_key_batch`).
       mode: ``(out) -> actions``: argmax (discrete) or the mean (Gaussian).
       log_prob: ``(out, actions) -> [B]``.
       entropy: ``(out) -> [B]``, in nats.
@@ -50,12 +52,22 @@ class ActionDist(NamedTuple):
     entropy: Callable[[PolicyOutput], jax.Array]
 
 
+def is_key_batch(key: jax.Array) -> bool:
+    """True for a batch of keys ([B] typed keys or [B, 2] raw key data)."""
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    return key.ndim == (1 if typed else 2)
+
+
 def categorical() -> ActionDist:
     """A softmax policy over logits [B, A]."""
+
+    def sample(key: jax.Array, logits: jax.Array) -> jax.Array:
+        if is_key_batch(key):
+            return jax.vmap(jax.random.categorical)(key, logits).astype(jnp.int32)
+        return jax.random.categorical(key, logits).astype(jnp.int32)
+
     return ActionDist(
-        sample=lambda key, logits: jax.random.categorical(key, logits).astype(
-            jnp.int32
-        ),
+        sample=sample,
         mode=lambda logits: jnp.argmax(logits, axis=-1).astype(jnp.int32),
         log_prob=categorical_log_prob,
         entropy=categorical_entropy,
@@ -72,7 +84,12 @@ def gaussian() -> ActionDist:
 
     def sample(key: jax.Array, out: PolicyOutput) -> jax.Array:
         mean, log_std = out
-        return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+        if is_key_batch(key):
+            normal = lambda k: jax.random.normal(k, mean.shape[1:])
+            noise = jax.vmap(normal)(key)  # [B, D]
+        else:
+            noise = jax.random.normal(key, mean.shape)
+        return mean + jnp.exp(log_std) * noise
 
     def entropy(out: PolicyOutput) -> jax.Array:
         mean, log_std = out
