@@ -302,10 +302,21 @@ class Checkpointer:
     def _get_manager(self) -> Any:
         if self._manager is None:
             ocp = _orbax()
+            extra = {}
+            if jax.process_count() > 1:
+                # Multi-process runs: only process 0 keeps checkpoints (of
+                # state every process holds), so no barrier waits on the others.
+                me = jax.process_index()
+                extra["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                    primary_host=me, active_processes={me}
+                )
+                # orbax cannot create the root itself with `active_processes`.
+                self.directory.mkdir(parents=True, exist_ok=True)
+                extra["create"] = False
             options = ocp.CheckpointManagerOptions(
                 enable_async_checkpointing=False,
                 preservation_policy=ocp.checkpoint_managers.LatestN(self.keep),
-                create=True,
+                **{"create": True, **extra},
             )
             self._manager = ocp.CheckpointManager(
                 self.directory,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--quiet", action="store_true", help="no progress bar; only the final result"
     )
+    train.add_argument(
+        "--seeds",
+        type=_positive_int,
+        metavar="N",
+        help="train N seeds (seed, seed+1, ...); kind: rl on the jax backend runs "
+        "them as one vmapped program (see docs/population.md)",
+    )
+    train.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="train one run per value (repeatable: the Cartesian product, times "
+        "--seeds); float hyperparameters are vmapped, others run sequentially",
+    )
 
     ev = sub.add_parser("eval", help="evaluate the newest checkpoint of a run")
     ev.add_argument("run_dir")
@@ -50,18 +66,65 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a run's config and latest metrics")
     show.add_argument("run_dir")
     show.add_argument("--json", action="store_true", help="print one JSON object")
+
+    launch = sub.add_parser(
+        "launch",
+        help="run a command as the processes of one multi-process run",
+        description="Starts the processes of a multi-process (multi-host) run: "
+        "jaxlab launch --num-processes 2 --devices-per-process 4 -- train CONFIG",
+    )
+    launch.add_argument("--num-processes", type=int, required=True)
+    launch.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="address of process 0 (default: a free port on localhost)",
+    )
+    launch.add_argument(
+        "--process-id",
+        type=int,
+        help="start only this process (one machine of a multi-machine run)",
+    )
+    launch.add_argument(
+        "--devices-per-process",
+        type=int,
+        help="CPU devices per process (sets JAX_NUM_CPU_DEVICES)",
+    )
+    launch.add_argument(
+        "launched", nargs=argparse.REMAINDER, help="-- then the jaxlab command"
+    )
     return parser
 
 
 def _train(args: argparse.Namespace) -> int:
     from jaxlab import config as config_lib
-    from jaxlab import experiment
+    from jaxlab import experiment, parallel
 
+    # Joins a multi-process run when launched as one (else a no-op).
+    parallel.initialize()
     config = config_lib.load_config(args.config, args.overrides)
     config = experiment.replace_data_path(config, Path(args.config).resolve().parent)
     run_dir = Path(args.output_dir or Path("runs") / config.name)
+    from jaxlab import population
+
+    if args.seeds is not None or args.sweep:
+        sweep = population.parse_sweep(args.sweep)
+        population.train(
+            config, run_dir, seeds=args.seeds or 1, sweep=sweep, quiet=args.quiet
+        )
+        return 0
+    population.check_single_run(run_dir)
     experiment.train(config, run_dir, quiet=args.quiet)
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -101,19 +164,60 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch(args: argparse.Namespace) -> int:
+    from jaxlab import launch
+
+    command = list(args.launched)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return launch.launch(
+        command,
+        num_processes=args.num_processes,
+        coordinator=args.coordinator,
+        process_id=args.process_id,
+        devices_per_process=args.devices_per_process,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"train": _train, "eval": _eval, "show": _show}
+    commands = {"train": _train, "eval": _eval, "show": _show, "launch": _launch}
     try:
         return commands[args.command](args)
     except JaxlabError as e:
         if args.debug:
+            _exit_if_distributed(1, traceback=True)
             raise
         print(f"jaxlab: error: {e}", file=sys.stderr)
+        _exit_if_distributed(EXIT_USAGE)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("jaxlab: interrupted", file=sys.stderr)
+        _exit_if_distributed(130)
         return 130
+    except BaseException:
+        _exit_if_distributed(1, traceback=True)
+        raise
+
+
+def _exit_if_distributed(code: int, *, traceback: bool = False) -> None:
+    """Exits at once when this process is one of a multi-process run.
+
+    A failed process must not wait in `jax.distributed`'s shutdown barrier for
+    the others (they wait on its collectives): `jaxlab launch` sees the exit and
+    stops them.
+    """
+    from jaxlab import parallel
+
+    if not parallel.distributed_initialized():
+        return
+    if traceback:
+        import traceback as tb
+
+        tb.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

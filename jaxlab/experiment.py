@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import nets
 from jaxlab import checkpoint as ckpt_lib
@@ -257,6 +258,10 @@ def train(
     """Trains (or resumes) the run in `run_dir`; returns the final test metrics
     (supervised) or evaluation results (RL)."""
     check(config)
+    if not parallel.is_main_process():
+        # Other processes of a multi-process run write nothing: process 0 owns
+        # the run directory, and hands them the restored state.
+        return _train_worker(config, Path(run_dir), quiet=quiet)
     run_path = run_dir_lib.prepare(run_dir)
     with run_dir_lib.RunLock(run_path):
         checkpointer = ckpt_lib.Checkpointer(
@@ -271,14 +276,25 @@ def train(
         return _train_supervised(config, run_path, checkpointer, quiet=quiet)
 
 
+def _train_worker(
+    config: config_lib.AnyExperimentConfig, run_path: Path, *, quiet: bool
+) -> dict[str, float]:
+    """A process other than 0 of a multi-process run (no run directory)."""
+    if config.kind == "rl":
+        from jaxlab import rl_experiment
+
+        return rl_experiment.train(config, run_path, None, quiet=True)
+    return _train_supervised(config, run_path, None, quiet=True)
+
+
 def _train_supervised(
     config: config_lib.ExperimentConfig,
     run_path: Path,
-    checkpointer: ckpt_lib.Checkpointer,
+    checkpointer: ckpt_lib.Checkpointer | None,
     *,
     quiet: bool,
 ) -> dict[str, float]:
-    latest = checkpointer.latest_step()
+    """`checkpointer` is None on processes other than 0 of a multi-process run."""
     exp = build(config)
     batcher = data_lib.Batcher(
         exp.splits.train,
@@ -289,11 +305,14 @@ def _train_supervised(
     num_steps = total_steps(config, batcher.steps_per_epoch)
     state = initial_state(exp)
     start = 0
-    if latest is not None:
+    if checkpointer is not None and checkpointer.latest_step() is not None:
         state, meta = checkpointer.restore(state)
         start = run_dir_lib.meta_count(meta, "step", checkpointer)
+    # Multi-process: process 0 read the checkpoint; the others take its state.
+    state, start = parallel.broadcast_from_main((state, np.int64(start)))
+    start = int(start)
 
-    devices = parallel.local_devices(config.parallel.devices)
+    devices = parallel.devices(config.parallel.devices)
     step_fn = make_train_step(
         exp.loss_fn,
         exp.optimizer,
@@ -327,21 +346,25 @@ def _train_supervised(
     kill_at = _kill_step()
     tc = config.train
 
+    def last_good() -> int | None:
+        return checkpointer.latest_step() if checkpointer is not None else None
+
     def save(step: int) -> None:
         host_state = host(state)
         if not _all_finite(host_state.params):
             raise JaxlabError(
                 f"step {step}: parameters are not finite; halted without saving "
-                f"(last good checkpoint: step {checkpointer.latest_step()})"
+                f"(last good checkpoint: step {last_good()})"
             )
-        meta = _checkpoint_meta(step, batcher)
-        run_dir_lib.save_checkpoint(checkpointer, step, host_state, meta)
+        if checkpointer is not None:  # process 0 writes for all
+            meta = _checkpoint_meta(step, batcher)
+            run_dir_lib.save_checkpoint(checkpointer, step, host_state, meta)
 
     def halt_if_nonfinite(first_bad: jax.Array) -> None:
         if int(first_bad) >= 0:
             raise JaxlabError(
                 f"step {int(first_bad)}: the loss or gradients are not finite; halted "
-                f"(last good checkpoint: step {checkpointer.latest_step()}; "
+                f"(last good checkpoint: step {last_good()}; "
                 "train.on_nonfinite: skip_step skips such steps instead)"
             )
 
@@ -365,14 +388,16 @@ def _train_supervised(
         # Nothing left to train: report the finished run without logging again.
         host_state = host(state)
         results = evaluate(host_state.params, host_state.net_state, exp.splits.test)
-        checkpointer.close()
+        if checkpointer is not None:
+            checkpointer.close()
         if not quiet:
             done = f"{run_path}: already trained to step {start}"
             print(f"{done}; test: {_summary(results)}")
         return results
 
-    with logger_lib.MetricLogger(
+    with logger_lib.make_logger(
         run_path,
+        main=checkpointer is not None,
         total_steps=num_steps,
         quiet=quiet,
         # Drops lines a killed attempt logged past its last checkpoint.
@@ -410,7 +435,8 @@ def _train_supervised(
         # kill must not land between this save and the final evaluation rows.
         halt_if_nonfinite(first_bad)
         save(num_steps)
-        checkpointer.close()
+        if checkpointer is not None:
+            checkpointer.close()
         log.message(f"test: {_summary(results)}", force=True)
     return results
 

@@ -422,3 +422,30 @@ class MetricLogger:
             raise JaxlabError(
                 f"{self.run_dir}: cannot write the logs ({e.strerror or e})"
             ) from None
+
+
+class NullLogger:
+    """A `MetricLogger` that writes nothing: for processes other than process 0
+    of a multi-process run, which log nothing themselves."""
+
+    def log(self, step: int, metrics: Mapping[str, Any], *, prefix: str = "") -> None:
+        del step, metrics, prefix
+
+    def message(self, text: str, *, force: bool = False) -> None:
+        del text, force
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> NullLogger:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def make_logger(
+    run_dir: str | os.PathLike[str], *, main: bool = True, **kwargs: Any
+) -> MetricLogger | NullLogger:
+    """A `MetricLogger` on the main process, a `NullLogger` elsewhere."""
+    return MetricLogger(run_dir, **kwargs) if main else NullLogger()

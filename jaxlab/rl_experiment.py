@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -26,6 +26,7 @@ import numpy as np
 from jaxlab import checkpoint as ckpt_lib
 from jaxlab import config as config_lib
 from jaxlab import logger as logger_lib
+from jaxlab import parallel
 from jaxlab import run_dir as run_dir_lib
 from jaxlab.errors import ConfigError, JaxlabError
 
@@ -60,9 +61,19 @@ def check(config: config_lib.RLExperimentConfig) -> None:
 
 
 class _Run:
-    """A trainer with its budget in iterations and its jitted pieces."""
+    """A trainer with its budget in iterations and its jitted pieces.
 
-    def __init__(self, config: config_lib.RLExperimentConfig):
+    On the jax backend the trainer is data-parallel over the devices of
+    ``config.parallel`` (`jaxlab.parallel.devices`): PPO and A2C give the same
+    run on any number of devices, so ``devices: auto`` takes as many as divide
+    ``env.num_envs``; DQN's replay is sharded per device, which changes its
+    results, so DQN (and REINFORCE) use one device unless ``parallel.devices``
+    asks for more. `single_device` (evaluation) forces one device.
+    """
+
+    def __init__(
+        self, config: config_lib.RLExperimentConfig, *, single_device: bool = False
+    ):
         import agents  # the shell composes the core and the agents
 
         agent_config = agents.agent_config(config.agent)
@@ -73,27 +84,80 @@ class _Run:
         )
         check(config)
         self.host = env.backend == "gymnasium"
+        self.devices: list[jax.Device] = []
         if self.host:
+            if config.parallel.devices not in ("auto", 1):
+                raise ConfigError(
+                    "parallel.devices: the gymnasium backend steps its environments "
+                    "on the host and trains on one device; use env.backend: jax to "
+                    "train data-parallel"
+                )
             self.trainer = entry.make_host_train(
                 env.id, agent_config, config.optimizer, **kwargs
             )
         else:
-            self.trainer = entry.make_train(
-                env.id, agent_config, config.optimizer, **kwargs
+            self.trainer = self._make_parallel(
+                config, entry, agent_config, kwargs, single_device
             )
         t = self.trainer
         self.iterations = getattr(t, "num_updates", None) or t.num_iterations
         self.steps_per_iteration = (
             getattr(t, "steps_per_update", None) or t.steps_per_iteration
         )
+        self._to_host = getattr(t, "to_host", None) or jax.device_get
         if self.host:
             self.run = t.run
             self._evaluate = t.evaluate
+        elif self.devices:
+            self.run = t.run  # already a jitted data-parallel program
+            self._evaluate = jax.jit(t.evaluate, static_argnames="num_episodes")
         else:
             self.run = jax.jit(t.run, static_argnums=1)
             self._evaluate = jax.jit(t.evaluate, static_argnames="num_episodes")
 
+    def _make_parallel(self, config, entry, agent_config, kwargs, single_device):
+        spec = config.parallel.devices
+        candidates = [] if single_device else parallel.devices(spec)
+        flexible = spec == "auto" and parallel.process_count() == 1
+        if not flexible:
+            counts = [len(candidates)] if len(candidates) > 1 else []
+        elif config.agent["name"] in ("dqn", "reinforce"):
+            counts = []
+        else:  # the most devices that split the environments evenly
+            counts = list(range(len(candidates), 1, -1))
+
+        def make(**parallel_kwargs):
+            return entry.make_train(
+                config.env.id,
+                agent_config,
+                config.optimizer,
+                **parallel_kwargs,
+                **kwargs,
+            )
+
+        for n in counts:
+            try:
+                trainer = make(devices=candidates[:n], backend=config.parallel.backend)
+            except ValueError as e:
+                if flexible:
+                    continue
+                raise ConfigError(str(e)) from None
+            self.devices = candidates[:n]
+            return trainer
+        try:
+            return make()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def to_host(self, tree: Any) -> Any:
+        """A (possibly sharded, multi-process) state as host arrays."""
+        return self._to_host(tree)
+
     def evaluate(self, agent_state: Any, key: jax.Array, episodes: int) -> float:
+        if self.devices:
+            # One device's copy of the replicated agent: evaluating the
+            # replicated arrays would run the episodes on every device.
+            agent_state = jax.tree.map(_local_copy, agent_state)
         return float(self._evaluate(agent_state, key, num_episodes=episodes))
 
     def close(self) -> None:
@@ -102,12 +166,57 @@ class _Run:
             close()
 
 
+def _local_copy(x: Any) -> Any:
+    if isinstance(x, jax.Array) and len(x.addressable_shards) > 1:
+        return x.addressable_shards[0].data
+    return x
+
+
 def _iterations(every: int, steps_per_iteration: int) -> int:
     return max(1, -(-every // steps_per_iteration))
 
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+class Cadence(NamedTuple):
+    """When a run logs, evaluates and checkpoints, in training iterations.
+
+    `eval` and `checkpoint` are multiples of `log` (the chunk length), so they
+    fall on chunk boundaries; the last chunk may be shorter than `log`.
+    """
+
+    log: int
+    eval: int
+    checkpoint: int
+
+
+def cadence(
+    train_config: config_lib.RLTrainConfig, steps_per_iteration: int
+) -> Cadence:
+    """The cadences of `train_config` (env steps) in whole iterations."""
+    tc, spi = train_config, steps_per_iteration
+    log = _iterations(tc.log_every, spi)
+    return Cadence(
+        log=log,
+        eval=_round_up(_iterations(tc.eval_every, spi), log),
+        checkpoint=_round_up(_iterations(tc.checkpoint_every, spi), log),
+    )
+
+
+def kill_step() -> int | None:
+    """The env step of the fault-injection hook (`KILL_AT_STEP_ENV`), if set."""
+    value = os.environ.get(KILL_AT_STEP_ENV)
+    return int(value) if value else None
+
+
+def kill_if_due(kill_at: int | None, before: int, after: int, state: Any) -> None:
+    """SIGKILLs this process if the chunk from env step `before` to `after`
+    crossed `kill_at` (a testing hook: a run killed at any point resumes)."""
+    if kill_at is not None and before < kill_at <= after:
+        jax.block_until_ready(state)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def summarize(metrics: dict[str, Any]) -> dict[str, float]:
@@ -146,34 +255,53 @@ def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
 def train(
     config: config_lib.RLExperimentConfig,
     run_path: Path,
-    checkpointer: ckpt_lib.Checkpointer,
+    checkpointer: ckpt_lib.Checkpointer | None,
     *,
     quiet: bool = False,
 ) -> dict[str, float]:
-    """Trains (or resumes) an RL run; returns the final evaluation."""
+    """Trains (or resumes) an RL run; returns the final evaluation.
+
+    `checkpointer` is None on the processes other than 0 of a multi-process
+    run: they write nothing, and take the restored state from process 0.
+    """
     run = _Run(config)
     try:
         return _train(config, run, run_path, checkpointer, quiet=quiet)
     finally:
         run.close()
-        checkpointer.close()
+        if checkpointer is not None:
+            checkpointer.close()
+
+
+def _restore(run: _Run, state: Any, checkpointer) -> tuple[Any, int]:
+    """The newest checkpoint's state and iteration (process 0 reads it, the
+    others of a multi-process run receive it), or `state` and 0."""
+    multi = parallel.process_count() > 1
+    done = 0
+    if not multi and (checkpointer is None or checkpointer.latest_step() is None):
+        return state, 0
+    host = run.to_host(state) if (multi or run.devices) else state
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        host, meta = checkpointer.restore(host)
+        done = run_dir_lib.meta_count(meta, "iteration", checkpointer)
+    elif not multi:
+        return state, 0
+    if multi:
+        host, done = parallel.broadcast_from_main((host, np.int64(done)))
+        if int(done) == 0:
+            return state, 0
+    return host, int(done)
 
 
 def _train(config, run: _Run, run_path: Path, checkpointer, *, quiet: bool):
     tc = config.train
     spi = run.steps_per_iteration
-    log_it = _iterations(tc.log_every, spi)
-    eval_it = _round_up(_iterations(tc.eval_every, spi), log_it)
-    ckpt_it = _round_up(_iterations(tc.checkpoint_every, spi), log_it)
+    log_it, eval_it, ckpt_it = cadence(tc, spi)
     init_key, eval_key = _keys(config.seed)
+    main = checkpointer is not None
 
-    state = run.trainer.init(init_key)
-    done = 0
-    if checkpointer.latest_step() is not None:
-        state, meta = checkpointer.restore(state)
-        done = run_dir_lib.meta_count(meta, "iteration", checkpointer)
-    kill_at = os.environ.get(KILL_AT_STEP_ENV)
-    kill_at = int(kill_at) if kill_at else None
+    state, done = _restore(run, run.trainer.init(init_key), checkpointer)
+    kill_at = kill_step()
 
     def evaluate(iteration: int) -> dict[str, float]:
         key = jax.random.fold_in(eval_key, iteration)
@@ -187,30 +315,36 @@ def _train(config, run: _Run, run_path: Path, checkpointer, *, quiet: bool):
             )
         return results
 
-    with logger_lib.MetricLogger(
+    with logger_lib.make_logger(
         run_path,
+        main=main,
         total_steps=run.iterations * spi,
         quiet=quiet,
         resume_step=done * spi,
     ) as log:
         if done:
             log.message(f"resuming {run_path} from env step {done * spi}")
+        if run.devices:
+            log.message(
+                f"data-parallel over {len(run.devices)} devices "
+                f"({config.parallel.backend})"
+            )
         results: dict[str, float] = {}
         while done < run.iterations:
             n = min(log_it, run.iterations - done)
             state, metrics = run.run(state, n)
             before, done = done * spi, done + n
             env_steps = done * spi
-            log.log(env_steps, summarize(metrics), prefix="train")
+            log.log(env_steps, summarize(run.to_host(metrics)), prefix="train")
             if done % eval_it == 0 or done == run.iterations:
                 results = evaluate(done)
                 log.log(env_steps, results, prefix="eval")
             if done % ckpt_it == 0 or done == run.iterations:
                 meta = {"iteration": done, "step": env_steps}
-                run_dir_lib.save_checkpoint(checkpointer, env_steps, state, meta)
-            if kill_at is not None and before < kill_at <= env_steps:
-                jax.block_until_ready(state)
-                os.kill(os.getpid(), signal.SIGKILL)
+                host = run.to_host(state)  # a collective on several processes
+                if main:
+                    run_dir_lib.save_checkpoint(checkpointer, env_steps, host, meta)
+            kill_if_due(kill_at, before, env_steps, state)
         log.message(f"eval: mean_return {results['mean_return']:.2f}", force=True)
     return results
 
@@ -224,12 +358,17 @@ def evaluate_run(
     """Restores the newest checkpoint of an RL run and runs evaluation episodes.
 
     With the default number of episodes this reproduces the run's final
-    evaluation (same key).
+    evaluation (same key). A population's directory (or a vmapped member's)
+    evaluates its members (`jaxlab.population.evaluate_run`).
     """
+    from jaxlab import population
+
+    if population.is_population(run_path):
+        return population.evaluate_run(run_path, episodes=episodes)
     checkpointer = ckpt_lib.Checkpointer(run_path / run_dir_lib.CHECKPOINT_DIR)
     if checkpointer.latest_step() is None:
         raise JaxlabError(f"{run_path}: no checkpoint to evaluate")
-    run = _Run(config)
+    run = _Run(config, single_device=True)
     try:
         init_key, eval_key = _keys(config.seed)
         state, meta = checkpointer.restore(run.trainer.init(init_key))

@@ -102,7 +102,11 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def check_resumable(saved: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
     """Raises if `new` would change the trajectory of the run saved as `saved`."""
     old_flat, new_flat = _flatten(saved), _flatten(new)
-    allowed = _RESUMABLE_CHANGES.get(new.get("kind", "supervised"), set())
+    allowed = set(_RESUMABLE_CHANGES.get(new.get("kind", "supervised"), set()))
+    if (new.get("agent") or {}).get("name") != "dqn":
+        # Results do not depend on the device count or backend (exact data
+        # parallelism), except DQN's (one replay shard per device).
+        allowed |= {"parallel.backend", "parallel.devices"}
     for key in sorted(set(old_flat) | set(new_flat)):
         if key in allowed:
             continue
