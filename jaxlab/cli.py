@@ -101,6 +101,7 @@ def _train(args: argparse.Namespace) -> int:
 
     # Joins a multi-process run when launched as one (else a no-op).
     parallel.initialize()
+    enable_compilation_cache()
     config = config_lib.load_config(args.config, args.overrides)
     config = experiment.replace_data_path(config, Path(args.config).resolve().parent)
     run_dir = Path(args.output_dir or Path("runs") / config.name)
@@ -115,6 +116,30 @@ def _train(args: argparse.Namespace) -> int:
     population.check_single_run(run_dir)
     experiment.train(config, run_dir, quiet=args.quiet)
     return 0
+
+
+CACHE_ENV = "JAXLAB_COMPILATION_CACHE"
+
+
+def enable_compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache for `jaxlab train`.
+
+    A second run of the same config (a resume, another seed, the next sweep)
+    loads its compiled programs from disk instead of compiling them again.
+    The cache lives in ``$JAXLAB_COMPILATION_CACHE`` (default
+    ``~/.cache/jaxlab/xla``); ``JAXLAB_COMPILATION_CACHE=0`` turns it off. It is
+    keyed by the program, the JAX version and the compiler flags, so a stale
+    entry is never used. Returns the directory, or None when off.
+    """
+    import jax
+
+    setting = os.environ.get(CACHE_ENV, "")
+    if setting == "0":
+        return None
+    path = setting or str(Path.home() / ".cache" / "jaxlab" / "xla")
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", path)
+    return jax.config.jax_compilation_cache_dir
 
 
 def _positive_int(text: str) -> int:

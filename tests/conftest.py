@@ -12,6 +12,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests compile from scratch: no persistent compilation cache shared between
+# runs (test_cli checks the cache itself), so compile counts stay meaningful.
+os.environ.setdefault("JAXLAB_COMPILATION_CACHE", "0")
+
 
 def small_config(**overrides) -> dict:
     """An MLP on the digits: compiles and trains in a few seconds."""

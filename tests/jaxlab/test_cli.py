@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -199,3 +202,33 @@ def test_activation_stats_and_rerun_of_a_finished_run(capsys, write_config, tmp_
     assert code == 0
     assert "already trained to step 10" in out
     assert (run / "metrics.jsonl").read_text().splitlines() == lines
+
+
+def test_train_uses_a_persistent_compilation_cache(tmp_path, write_config):
+    # The second run of a config loads its programs from the cache.
+    from conftest import REPO as repo
+    from conftest import small_config
+
+    cache = tmp_path / "xla"
+    path = write_config(small_config(**{"train.steps": 5}))
+    env = {
+        **os.environ,
+        "JAXLAB_COMPILATION_CACHE": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    for run in ("a", "b"):
+        result = subprocess.run(
+            [sys.executable, "-m", "jaxlab", "train", str(path), "--quiet"]
+            + ["--output-dir", str(tmp_path / run)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=repo,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        written = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+        if run == "a":
+            first = written
+    assert first  # the first run filled the cache
+    assert written == first  # the second read it: nothing compiled, nothing written
