@@ -427,6 +427,7 @@ def _train_supervised(
                 save(done)
             if kill_at is not None and done == kill_at:
                 jax.block_until_ready(state)
+                parallel.sync("jaxlab-fault-kill")  # after process 0's save
                 os.kill(os.getpid(), signal.SIGKILL)
         if eval_name != "test":
             run_eval(num_steps, eval_name, eval_data)

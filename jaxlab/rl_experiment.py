@@ -216,6 +216,8 @@ def kill_if_due(kill_at: int | None, before: int, after: int, state: Any) -> Non
     crossed `kill_at` (a testing hook: a run killed at any point resumes)."""
     if kill_at is not None and before < kill_at <= after:
         jax.block_until_ready(state)
+        # Several processes: die together, after process 0's checkpoint.
+        parallel.sync("jaxlab-fault-kill")
         os.kill(os.getpid(), signal.SIGKILL)
 
 

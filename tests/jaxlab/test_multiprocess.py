@@ -319,7 +319,8 @@ def test_ppo_killed_on_two_processes_resumes_on_one_device(ppo_runs, tmp_path):
         timeout=TIMEOUT,
     )
     assert killed.returncode != 0
-    assert checkpoint.Checkpointer(run / "checkpoints").latest_step() == 384
+    latest = checkpoint.Checkpointer(run / "checkpoints").latest_step()
+    assert latest == 384, killed.stderr[-3000:]
     _jaxlab(
         "train",
         str(ppo_runs["pmap_config"]),
