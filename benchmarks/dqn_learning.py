@@ -1,7 +1,7 @@
 """Does DQN learn? Trains the shipped DQN configs over several seeds and reports.
 
-    python benchmarks/dqn_learning.py                  # everything (a few minutes)
-    python benchmarks/dqn_learning.py --configs catch_dqn --seeds 3 --gym-seeds 0
+    python -m benchmarks.dqn_learning                  # everything (a few minutes)
+    python -m benchmarks.dqn_learning --configs catch_dqn --seeds 3 --gym-seeds 0
 
 For each config the JAX backend trains all seeds as ONE program,
 ``jax.jit(jax.vmap(trainer.train))(keys)``, then evaluates each seed's greedy

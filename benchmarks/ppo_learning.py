@@ -7,8 +7,8 @@ PPO config on gymnasium's CartPole through `HostTrainer`, and prints a markdown
 table. "Solved" is a greedy (deterministic) mean return over 20 fresh episodes
 of at least 475 on CartPole-v1 and -250 on Pendulum-v1.
 
-    python benchmarks/ppo_learning.py              # everything, a few minutes
-    python benchmarks/ppo_learning.py --seeds 2 --gym-seeds 0
+    python -m benchmarks.ppo_learning              # everything, a few minutes
+    python -m benchmarks.ppo_learning --seeds 2 --gym-seeds 0
 """
 
 from __future__ import annotations
