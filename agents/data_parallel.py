@@ -39,6 +39,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxlab.parallel import AXIS
+from jaxlab.parallel import is_key as _is_key
+from jaxlab.parallel import key_impls as _key_impls
+from jaxlab.parallel import raw_keys as _raw
+from jaxlab.parallel import to_host as to_host  # re-exported for the trainers
+from jaxlab.parallel import typed_keys as _typed
 
 PyTree = Any
 # A pytree prefix of a state: for each subtree, the axis of its leaves that is
@@ -96,52 +101,6 @@ def global_mean(x: jax.Array, axis_name: str | None) -> jax.Array:
     """Mean of all elements of `x` over all devices (equal shares per device)."""
     mean = jnp.mean(x)
     return mean if axis_name is None else jax.lax.pmean(mean, axis_name)
-
-
-def _is_key(x: Any) -> bool:
-    dtype = getattr(x, "dtype", None)
-    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
-
-
-def _key_impls(tree: PyTree) -> tuple[str | None, ...]:
-    """The PRNG implementation of each typed-key leaf (None for other leaves)."""
-    return tuple(
-        jax.random.key_impl(x) if _is_key(x) else None for x in jax.tree.leaves(tree)
-    )
-
-
-def _raw(tree: PyTree) -> PyTree:
-    """Typed-key leaves as their raw uint32 data (other leaves unchanged)."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
-
-
-def _typed(tree: PyTree, impls: tuple[str | None, ...]) -> PyTree:
-    """The inverse of `_raw`, given `_key_impls` of the typed tree."""
-    leaves, treedef = jax.tree.flatten(tree)
-    return jax.tree.unflatten(
-        treedef,
-        [
-            x if impl is None else jax.random.wrap_key_data(x, impl=impl)
-            for x, impl in zip(leaves, impls, strict=True)
-        ],
-    )
-
-
-def to_host(tree: PyTree) -> PyTree:
-    """A state as host NumPy arrays with their global shapes, e.g. to checkpoint.
-
-    With several processes each global array is gathered to every host
-    (`jax.experimental.multihost_utils.process_allgather`), so every process
-    gets the same full state; otherwise this is `jax.device_get`. Typed PRNG
-    keys stay typed keys (as `jax.device_get` leaves them).
-    """
-    if jax.process_count() == 1:
-        return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-
-    impls = _key_impls(tree)
-    gathered = multihost_utils.process_allgather(_raw(tree), tiled=True)
-    return _typed(gathered, impls)
 
 
 def _leaf_axes(axes: Axes, tree: PyTree) -> list[int | str]:

@@ -155,8 +155,9 @@ def broadcast_from_main(tree: PyTree) -> PyTree:
         return tree
     from jax.experimental import multihost_utils
 
-    raw = multihost_utils.broadcast_one_to_all(_key_data(tree))
-    return _wrap_keys(jax.tree.map(np.asarray, raw), tree)
+    impls = key_impls(tree)
+    raw = multihost_utils.broadcast_one_to_all(jax.device_get(raw_keys(tree)))
+    return typed_keys(jax.tree.map(np.asarray, raw), impls)
 
 
 def sync(name: str) -> None:
@@ -167,28 +168,51 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def _is_key(x: Any) -> bool:
-    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+def is_key(x: Any) -> bool:
+    """True for a typed PRNG key array."""
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
 
 
-def _key_data(tree: PyTree) -> PyTree:
-    """`tree` with typed PRNG keys replaced by their raw key data (host arrays)."""
-    return jax.tree.map(
-        lambda x: np.asarray(jax.random.key_data(x) if _is_key(x) else x), tree
+def key_impls(tree: PyTree) -> tuple[Any, ...]:
+    """The PRNG implementation of each typed-key leaf (None for other leaves)."""
+    return tuple(
+        jax.random.key_impl(x) if is_key(x) else None for x in jax.tree.leaves(tree)
     )
 
 
-def _wrap_keys(raw: PyTree, like: PyTree) -> PyTree:
-    """Undoes `_key_data`: leaves that are typed keys in `like` are re-wrapped."""
-    return jax.tree.map(
-        lambda r, x: (
-            jax.random.wrap_key_data(r, impl=jax.random.key_impl(x))
-            if _is_key(x)
-            else r
-        ),
-        raw,
-        like,
+def raw_keys(tree: PyTree) -> PyTree:
+    """Typed-key leaves as their raw uint32 data, other leaves unchanged (works
+    under `jit`; collectives and host transfers need raw data)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if is_key(x) else x, tree)
+
+
+def typed_keys(tree: PyTree, impls: tuple[Any, ...]) -> PyTree:
+    """The inverse of `raw_keys`, given the `key_impls` of the typed tree."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return jax.tree.unflatten(
+        treedef,
+        [
+            x if impl is None else jax.random.wrap_key_data(x, impl=impl)
+            for x, impl in zip(leaves, impls, strict=True)
+        ],
     )
+
+
+def to_host(tree: PyTree) -> PyTree:
+    """A (possibly sharded) state as host NumPy arrays with their global shapes.
+
+    With several processes each global array is gathered to every host
+    (`multihost_utils.process_allgather`), so every process gets the same full
+    state; otherwise this is `jax.device_get`. Typed PRNG keys stay typed keys.
+    """
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    impls = key_impls(tree)
+    gathered = multihost_utils.process_allgather(raw_keys(tree), tiled=True)
+    return typed_keys(gathered, impls)
 
 
 # ---------------------------------------------------------------- devices
@@ -280,7 +304,7 @@ def _process_local(x: Any, local: Sequence[jax.Device]) -> Any:
     """This process's rows of a global array, as an array over `local` devices."""
     if not isinstance(x, jax.Array) or x.is_fully_addressable:
         return x
-    if _is_key(x):
+    if is_key(x):
         data = _process_local(jax.random.key_data(x), local)
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
     shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
@@ -301,8 +325,10 @@ def replicate(tree: PyTree, devices: Sequence[jax.Device] | None = None) -> PyTr
     if _local_rows(devices) is None:
         stacked = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), tree)
         return jax.device_put(stacked, _sharding(devices))
-    stacked = jax.tree.map(lambda h: np.broadcast_to(h, (n, *h.shape)), _key_data(tree))
-    return _wrap_keys(_place(stacked, devices), tree)
+    impls = key_impls(tree)
+    host = jax.tree.map(np.asarray, jax.device_get(raw_keys(tree)))
+    stacked = jax.tree.map(lambda h: np.broadcast_to(h, (n, *h.shape)), host)
+    return typed_keys(_place(stacked, devices), impls)
 
 
 def unreplicate(tree: PyTree) -> PyTree:
