@@ -30,6 +30,7 @@ from jaxlab.train import LossFn as LossFn
 from jaxlab.train import TrainState as TrainState
 from jaxlab.train import init_train_state as init_train_state
 from jaxlab.train import make_eval_step as make_eval_step
+from jaxlab.train import make_train_loop as make_train_loop
 from jaxlab.train import make_train_step as make_train_step
 from jaxlab.train import supervised_loss as supervised_loss
 
@@ -56,6 +57,7 @@ __all__ = [
     "make_metrics",
     "make_optimizer",
     "make_schedule",
+    "make_train_loop",
     "make_train_step",
     "metrics",
     "optim",

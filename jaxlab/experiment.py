@@ -35,7 +35,7 @@ from jaxlab.train import (
     TrainState,
     init_train_state,
     make_eval_step,
-    make_train_step,
+    make_train_loop,
     supervised_loss,
 )
 
@@ -236,6 +236,39 @@ def _kill_step() -> int | None:
     return int(value) if value else None
 
 
+# Host memory for one chunk of stacked batches (see `chunk_limit`).
+CHUNK_BYTES = 64 << 20
+
+
+def chunk_limit(
+    tc: config_lib.TrainConfig, train: data_lib.Dataset, batch_size: int
+) -> int:
+    """Most steps one compiled call runs: the shortest logging, evaluation or
+    checkpoint interval, within `CHUNK_BYTES` of stacked batches."""
+    example_bytes = train.x[:1].nbytes + train.y[:1].nbytes
+    fits = max(1, CHUNK_BYTES // max(1, example_bytes * batch_size))
+    return max(1, min(tc.log_every, tc.eval_every, tc.checkpoint_every, fits))
+
+
+def next_stop(
+    step: int,
+    num_steps: int,
+    tc: config_lib.TrainConfig,
+    kill_at: int | None,
+    max_chunk: int,
+) -> int:
+    """The step the chunk starting at `step` runs to: the first step after it
+    at which the host logs, evaluates, checkpoints or stops, at most
+    `max_chunk` steps on."""
+    stops = [num_steps, step + max_chunk]
+    stops += [
+        (step // n + 1) * n for n in (tc.log_every, tc.eval_every, tc.checkpoint_every)
+    ]
+    if kill_at is not None and kill_at > step:
+        stops.append(kill_at)
+    return min(stops)
+
+
 def _checkpoint_meta(step: int, batcher: data_lib.Batcher) -> dict[str, Any]:
     return {"step": step, "data": batcher.position(step)}
 
@@ -313,7 +346,12 @@ def _train_supervised(
     start = int(start)
 
     devices = parallel.devices(config.parallel.devices)
-    step_fn = make_train_step(
+    tc = config.train
+    kill_at = _kill_step()
+    # Steps per call: one compiled loop runs up to `max_chunk` steps, ending at
+    # every step where the host has something to do (log, eval, checkpoint).
+    max_chunk = chunk_limit(tc, exp.splits.train, config.data.batch_size)
+    loop_fn = make_train_loop(
         exp.loss_fn,
         exp.optimizer,
         axis_name=parallel.AXIS if len(devices) > 1 else None,
@@ -322,29 +360,43 @@ def _train_supervised(
         skip_nonfinite=True,
     )
     if len(devices) > 1:
-        step_fn = parallel.data_parallel(
-            step_fn, devices, backend=config.parallel.backend
+        loop_fn = parallel.data_parallel(
+            loop_fn, devices, backend=config.parallel.backend
         )
         state = parallel.replicate(state, devices)
 
-        def put(batch):
-            return parallel.shard(batch, devices)
+        def put(batches, count):
+            return (
+                parallel.shard(batches, devices, axis=1),
+                parallel.replicate(np.int32(count), devices),
+            )
 
         def host(tree):
             return parallel.unreplicate(tree)
     else:
-        step_fn = jax.jit(step_fn)
+        loop_fn = jax.jit(loop_fn)
 
-        def put(batch):
-            return batch
+        def put(batches, count):
+            return batches, np.int32(count)
 
         def host(tree):
             return tree
 
+    def chunk(step: int, count: int):
+        """The stacked batches of steps ``step .. step + count - 1``, padded to
+        `max_chunk` (one compiled program for every chunk length)."""
+        batches = batcher.batches(step, count)
+        if count < max_chunk:
+            batches = {
+                k: np.concatenate(
+                    [v, np.zeros((max_chunk - count, *v.shape[1:]), v.dtype)]
+                )
+                for k, v in batches.items()
+            }
+        return put(batches, count)
+
     evaluate = make_evaluator(exp)
     eval_name, eval_data = _eval_split(exp)
-    kill_at = _kill_step()
-    tc = config.train
 
     def last_good() -> int | None:
         return checkpointer.latest_step() if checkpointer is not None else None
@@ -408,15 +460,20 @@ def _train_supervised(
         # First step with a NaN/Inf loss or gradient, tracked on the device
         # (no host sync per step); checked when metrics are logged.
         first_bad = jnp.asarray(-1)
-        for step in range(start, num_steps):
-            state, metrics = step_fn(state, put(batcher.batch(step)))
-            done = step + 1
+        step = start
+        while step < num_steps:
+            done = next_stop(step, num_steps, tc, kill_at, max_chunk)
+            state, metrics = loop_fn(state, *chunk(step, done - step))
             if tc.on_nonfinite == "halt":
-                bad = host(metrics)["nonfinite"] > 0
-                first_bad = jnp.where((first_bad < 0) & bad, done, first_bad)
+                i = host(metrics)["first_nonfinite"]
+                first_bad = jnp.where(
+                    (first_bad < 0) & (i >= 0), step + 1 + i, first_bad
+                )
+            step = done
             if done % tc.log_every == 0 or done == num_steps:
                 halt_if_nonfinite(first_bad)
                 metrics = jax.device_get(host(metrics))
+                del metrics["first_nonfinite"]
                 metrics["learning_rate"] = optim.learning_rate(host(state).opt_state)
                 log.log(done, metrics, prefix="train")
             if done % tc.eval_every == 0 and done != num_steps:

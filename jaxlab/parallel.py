@@ -345,24 +345,31 @@ def unreplicate(tree: PyTree) -> PyTree:
     return jax.tree.map(first, tree)
 
 
-def shard(batch: PyTree, devices: Sequence[jax.Device] | None = None) -> PyTree:
-    """Splits the leading (batch) axis of each leaf evenly across `devices`.
+def shard(
+    batch: PyTree, devices: Sequence[jax.Device] | None = None, *, axis: int = 0
+) -> PyTree:
+    """Splits the batch axis (`axis`, default the leading one) of each leaf
+    evenly across `devices`.
 
-    A global batch of size B becomes ``[num_devices, B // num_devices, ...]``.
-    On several processes each passes the same global batch and keeps the rows
-    of its own devices (`jax.make_array_from_process_local_data`).
+    A global batch of size B becomes ``[num_devices, B // num_devices, ...]``;
+    with ``axis=1`` a stack of batches ``[K, B, ...]`` becomes ``[num_devices,
+    K, B // num_devices, ...]``. On several processes each passes the same
+    global batch and keeps the rows of its own devices
+    (`jax.make_array_from_process_local_data`).
     """
     devices = list(devices or jax.local_devices())
     n = len(devices)
 
     def split(x):
         x = np.asarray(x)
-        if x.shape[0] % n:
+        size = x.shape[axis]
+        if size % n:
             raise ConfigError(
-                f"data.batch_size: a batch of {x.shape[0]} cannot be split evenly "
+                f"data.batch_size: a batch of {size} cannot be split evenly "
                 f"across {n} devices; use a multiple of {n}"
             )
-        return x.reshape(n, x.shape[0] // n, *x.shape[1:])
+        x = x.reshape(*x.shape[:axis], n, size // n, *x.shape[axis + 1 :])
+        return np.moveaxis(x, axis, 0) if axis else x
 
     return _place(jax.tree.map(split, batch), devices)
 

@@ -15,6 +15,7 @@ and a loss from `jaxlab.losses`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -106,6 +107,99 @@ def layer_norms(tree: Mapping[str, Any]) -> Metrics:
     return {name: optax.tree.norm(sub) for name, sub in tree.items()}
 
 
+def _sum_squares(tree: PyTree) -> PyTree:
+    """``sum(x ** 2)`` of each leaf, as float32 scalars."""
+    return jax.tree.map(lambda x: jnp.sum(jnp.square(x.astype(jnp.float32))), tree)
+
+
+def _norm(sum_squares: PyTree) -> jax.Array:
+    return jnp.sqrt(sum(jax.tree.leaves(sum_squares), jnp.zeros((), jnp.float32)))
+
+
+def _varying(tree: PyTree, axis_name: str | None) -> PyTree:
+    """Marks leaves as varying over `axis_name` (under `shard_map`, where a
+    `pmean`ed update is device-invariant but the state passed in varies, the
+    two `lax.cond` branches must agree); a no-op elsewhere."""
+    if axis_name is None:
+        return tree
+
+    def cast(x):
+        kind = getattr(jax.typeof(x), "manual_axis_type", None)
+        if kind is None or axis_name in kind.varying:
+            return x
+        return jax.lax.pcast(x, (axis_name,), to="varying")
+
+    return jax.tree.map(cast, tree)
+
+
+def _core_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    *,
+    axis_name: str | None,
+    per_layer_grad_norms: bool,
+    skip_nonfinite: bool,
+):
+    """``step(state, batch, full) -> (state, metrics)``; with ``full=False`` the
+    metrics hold only ``nonfinite`` (no norms, no loss-function metrics), which
+    is what the steps between two logging steps need."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state: TrainState, batch: Mapping[str, jax.Array], full: bool):
+        rng, step_rng = jax.random.split(state.rng)
+        if axis_name is not None:
+            step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
+        (loss, (net_state, metrics)), grads = grad_fn(
+            state.params, state.net_state, batch, step_rng
+        )
+        metrics = {"loss": loss, **metrics} if full else {"loss": loss}
+        if axis_name is not None:
+            grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
+            net_state = _pmean_floats(net_state, axis_name)
+        loss = metrics["loss"]
+        grad_squares = _sum_squares(grads)
+        grad_norm = _norm(grad_squares)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+        def apply(operand):
+            params, opt_state, new_net_state = operand
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, new_net_state
+
+        operand = (state.params, state.opt_state, net_state)
+        if skip_nonfinite:
+            # One branch, not a select over every parameter and optimizer leaf:
+            # a skipped step leaves params, optimizer and Haiku state untouched.
+            def keep(_):
+                kept = (state.params, state.opt_state, state.net_state)
+                return _varying(kept, axis_name)
+
+            params, opt_state, net_state = jax.lax.cond(
+                finite, lambda op: _varying(apply(op), axis_name), keep, operand
+            )
+        else:
+            params, opt_state, net_state = apply(operand)
+        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        if full:
+            metrics["grad_norm"] = grad_norm
+            metrics["param_norm"] = optax.tree.norm(params)
+            if per_layer_grad_norms and isinstance(grads, Mapping):
+                for name in grads:
+                    metrics[f"grad_norm/{name}"] = _norm(grad_squares[name])
+        else:
+            metrics = {"nonfinite": metrics["nonfinite"]}
+        new_state = TrainState(
+            params=params,
+            net_state=net_state,
+            opt_state=opt_state,
+            step=state.step + 1,
+            rng=rng,
+        )
+        return new_state, metrics
+
+    return step
+
+
 def make_train_step(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
@@ -136,46 +230,64 @@ def make_train_step(
       ``step(state, batch) -> (state, metrics)``; metrics hold ``loss``,
       ``grad_norm``, ``param_norm``, ``nonfinite`` (1.0 if the loss or a
       gradient was NaN/Inf) and whatever `loss_fn` reports.
+
+    See `make_train_loop` for many steps in one call.
     """
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    core = _core_step(
+        loss_fn,
+        optimizer,
+        axis_name=axis_name,
+        per_layer_grad_norms=per_layer_grad_norms,
+        skip_nonfinite=skip_nonfinite,
+    )
+    return functools.partial(core, full=True)
 
-    def step(state: TrainState, batch: Mapping[str, jax.Array]):
-        rng, step_rng = jax.random.split(state.rng)
-        if axis_name is not None:
-            step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
-        (loss, (net_state, metrics)), grads = grad_fn(
-            state.params, state.net_state, batch, step_rng
-        )
-        metrics = {"loss": loss, **metrics}
-        if axis_name is not None:
-            grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
-            net_state = _pmean_floats(net_state, axis_name)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        if skip_nonfinite:
-            params, opt_state, net_state = jax.tree.map(
-                lambda new, old: jnp.where(finite, new, old),
-                (params, opt_state, net_state),
-                (state.params, state.opt_state, state.net_state),
+
+def make_train_loop(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    **step_options: Any,
+) -> Callable[..., tuple[TrainState, Metrics]]:
+    """Builds ``loop(state, batches, count) -> (state, metrics)``: `count` train
+    steps in one call, as one compiled loop (no host round trip per step).
+
+    `batches` holds ``max_steps`` stacked batches (leaves ``[max_steps, B, ...]``);
+    the loop takes the first `count` of them (an int32 scalar, ``1 <= count <=
+    max_steps``; the rest may be padding), so one compiled program serves every
+    chunk length up to ``max_steps``. Step for step it computes exactly what
+    `make_train_step` computes. The metrics are those of the last step (what a
+    logger that logs every ``count`` steps shows), plus ``first_nonfinite``: the
+    index in ``[0, count)`` of the first step whose loss or gradient was NaN/Inf,
+    or -1. Norms are computed on the last step only.
+
+    Arguments: those of `make_train_step` (`axis_name`, `per_layer_grad_norms`,
+    `skip_nonfinite`); with `axis_name`, `count` is the same on every device.
+    """
+    core = make_train_step(loss_fn, optimizer, **step_options).func
+
+    def loop(state: TrainState, batches: Mapping[str, jax.Array], count: jax.Array):
+        def take(i):
+            return jax.tree.map(
+                lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), batches
             )
-        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
-        metrics["grad_norm"] = grad_norm
-        metrics["param_norm"] = optax.tree.norm(params)
-        if per_layer_grad_norms and isinstance(grads, Mapping):
-            for name, norm in layer_norms(grads).items():
-                metrics[f"grad_norm/{name}"] = norm
-        new_state = TrainState(
-            params=params,
-            net_state=net_state,
-            opt_state=opt_state,
-            step=state.step + 1,
-            rng=rng,
-        )
-        return new_state, metrics
 
-    return step
+        def body(i, carry):
+            state, first_bad = carry
+            state, metrics = core(state, take(i), False)
+            bad = (metrics["nonfinite"] > 0) & (first_bad < 0)
+            return state, jnp.where(bad, i, first_bad)
+
+        count = jnp.asarray(count, jnp.int32)
+        last = count - 1
+        state, first_bad = jax.lax.fori_loop(
+            0, last, body, (state, jnp.full((), -1, jnp.int32))
+        )
+        state, metrics = core(state, take(last), True)
+        bad = (metrics["nonfinite"] > 0) & (first_bad < 0)
+        metrics["first_nonfinite"] = jnp.where(bad, last, first_bad)
+        return state, metrics
+
+    return loop
 
 
 def supervised_loss(

@@ -120,6 +120,33 @@ class Batcher:
         idx = slice(start, start + self._batch_size)
         return {"x": self._dataset.x[idx].copy(), "y": self._dataset.y[idx].copy()}
 
+    def batches(self, start: int, count: int) -> dict[str, np.ndarray]:
+        """The batches of steps ``start, ..., start + count - 1``, stacked: the
+        input of a many-steps-per-call loop (`jaxlab.train.make_train_loop`).
+
+        Returns:
+          ``{"x": x[count, B, ...], "y": y[count, B, ...]}``, fresh host arrays;
+          ``[i]`` equals ``batch(start + i)``.
+        """
+        start = self._check_step(start)
+        count = operator.index(count)
+        if count <= 0:
+            raise ValueError(f"count must be > 0, got {count}")
+        b = self._batch_size
+        rows = []
+        for step in range(start, start + count):
+            epoch, index = divmod(step, self._steps_per_epoch)
+            if self._shuffle:
+                rows.append(self.epoch_order(epoch)[index * b : (index + 1) * b])
+            else:
+                rows.append(np.arange(index * b, (index + 1) * b))
+        idx = np.concatenate(rows)
+        x, y = self._dataset.x[idx], self._dataset.y[idx]  # copies
+        return {
+            "x": x.reshape(count, b, *x.shape[1:]),
+            "y": y.reshape(count, b, *y.shape[1:]),
+        }
+
     @staticmethod
     def _check_step(step: int) -> int:
         step = operator.index(step)

@@ -483,6 +483,24 @@ def test_batcher_batches_do_not_alias_the_dataset():
     assert ds.x.min() == 0
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batcher_batches_stacks_consecutive_steps(shuffle):
+    ds = _toy(23)
+    batcher = Batcher(ds, batch_size=5, seed=3, shuffle=shuffle)
+    stacked = Batcher(ds, batch_size=5, seed=3, shuffle=shuffle).batches(2, 7)
+    assert stacked["x"].shape == (7, 5, 3) and stacked["y"].shape == (7, 5)
+    for i in range(7):  # crosses the epoch boundary at step 4
+        one = batcher.batch(2 + i)
+        np.testing.assert_array_equal(stacked["x"][i], one["x"])
+        np.testing.assert_array_equal(stacked["y"][i], one["y"])
+    stacked["x"][:] = -1
+    assert ds.x.min() == 0
+    with pytest.raises(ValueError, match="count"):
+        batcher.batches(0, 0)
+    with pytest.raises(ValueError, match="step"):
+        batcher.batches(-1, 2)
+
+
 def test_batcher_errors():
     ds = _toy(10)
     with pytest.raises(ConfigError, match=r"data.batch_size: 11 .*\(10 examples\)"):

@@ -27,6 +27,19 @@ def _state(optimizer):
     return jaxlab.init_train_state(_NET, optimizer, jax.random.key(0), _X[:1])
 
 
+def _resnet(opt):
+    """A train state, loss and images for a network with Haiku state (BatchNorm)."""
+    network = nets.build_network({"module": "ResNet", "num_classes": 3}).transformed
+    images = np.random.RandomState(1).randn(8, 8, 8, 1).astype(np.float32)
+    state = jaxlab.init_train_state(
+        network, opt, jax.random.key(0), images, is_training=True
+    )
+    loss_fn = jaxlab.supervised_loss(
+        network, losses.softmax_cross_entropy, apply_kwargs={"is_training": True}
+    )
+    return state, loss_fn, images
+
+
 class TrainStepTest(parameterized.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_step_equals_a_hand_written_optax_update(self):
@@ -79,6 +92,16 @@ class TrainStepTest(parameterized.TestCase):
         chex.assert_trees_all_equal(new.opt_state, state.opt_state)
         assert int(new.step) == 1
 
+    def test_nonfinite_step_keeps_the_haiku_state(self):
+        opt = optax.sgd(0.01)
+        state, loss_fn, images = _resnet(opt)
+        step = jax.jit(jaxlab.make_train_step(loss_fn, opt, skip_nonfinite=True))
+        images[0, 0, 0, 0] = np.inf
+        new, metrics = step(state, {"x": images, "y": _Y[:8]})
+        assert metrics["nonfinite"] == 1.0
+        chex.assert_trees_all_equal(new.net_state, state.net_state)
+        chex.assert_trees_all_equal(new.params, state.params)
+
     def test_per_layer_grad_norms(self):
         opt = optax.sgd(0.1)
         step = jaxlab.make_train_step(_LOSS, opt, per_layer_grad_norms=True)
@@ -103,15 +126,8 @@ class TrainStepTest(parameterized.TestCase):
 
     def test_haiku_state_flows_through_the_step(self):
         """BatchNorm statistics (Haiku state) are updated by training steps."""
-        network = nets.build_network({"module": "ResNet", "num_classes": 3}).transformed
-        images = np.random.RandomState(1).randn(8, 8, 8, 1).astype(np.float32)
         opt = optax.sgd(0.01)
-        state = jaxlab.init_train_state(
-            network, opt, jax.random.key(0), images, is_training=True
-        )
-        loss_fn = jaxlab.supervised_loss(
-            network, losses.softmax_cross_entropy, apply_kwargs={"is_training": True}
-        )
+        state, loss_fn, images = _resnet(opt)
         step = jax.jit(jaxlab.make_train_step(loss_fn, opt))
         new, _ = step(state, {"x": images, "y": _Y[:8]})
         changed = jax.tree.map(
@@ -134,6 +150,91 @@ class TrainStepTest(parameterized.TestCase):
         np.testing.assert_allclose(
             metrics["loss"], metrics["data_loss"] + metrics["reg_loss"], rtol=1e-6
         )
+
+
+def _stack(batches):
+    return jax.tree.map(lambda *xs: np.stack(xs), *batches)
+
+
+def _batches(n, seed=0):
+    rs = np.random.RandomState(seed)
+    return [{"x": rs.randn(16, 5).astype(np.float32), "y": _Y.copy()} for _ in range(n)]
+
+
+class TrainLoopTest(parameterized.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_loop_equals_the_same_steps_one_by_one(self):
+        opt = optax.adam(1e-2)
+        kwargs = {"per_layer_grad_norms": True, "skip_nonfinite": True}
+        step = jax.jit(jaxlab.make_train_step(_LOSS, opt, **kwargs))
+        loop = self.variant(jaxlab.make_train_loop(_LOSS, opt, **kwargs))
+        batches = _batches(5)
+        state = ref = _state(opt)
+        for batch in batches[:3]:
+            ref, ref_metrics = step(ref, batch)
+        # Five stacked batches, only the first three used: the rest is padding.
+        new, metrics = loop(state, _stack(batches), 3)
+        chex.assert_trees_all_close(new.params, ref.params, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(new.opt_state, ref.opt_state, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(
+            jax.random.key_data(new.rng), jax.random.key_data(ref.rng)
+        )
+        assert int(new.step) == 3
+        assert set(metrics) == set(ref_metrics) | {"first_nonfinite"}
+        for name, value in ref_metrics.items():
+            np.testing.assert_allclose(metrics[name], value, rtol=1e-5, err_msg=name)
+        chex.assert_shape(metrics["first_nonfinite"], ())
+        chex.assert_type(metrics["first_nonfinite"], jnp.int32)
+        assert int(metrics["first_nonfinite"]) == -1
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_loop_reports_and_skips_the_first_nonfinite_step(self):
+        opt = optax.sgd(0.1)
+        loop = self.variant(jaxlab.make_train_loop(_LOSS, opt, skip_nonfinite=True))
+        step = jax.jit(jaxlab.make_train_step(_LOSS, opt, skip_nonfinite=True))
+        batches = _batches(4)
+        for bad in (1, 2):
+            batches[bad]["x"][0, 0] = np.nan
+        new, metrics = loop(_state(opt), _stack(batches), 4)
+        assert int(metrics["first_nonfinite"]) == 1
+        assert metrics["nonfinite"] == 0.0  # the last step was fine
+        ref = _state(opt)
+        for batch in (batches[0], batches[3]):  # the bad steps change nothing
+            ref = step(ref, batch)[0]
+        chex.assert_trees_all_close(new.params, ref.params, rtol=1e-6)
+        # A bad last step is reported too.
+        _, metrics = loop(_state(opt), _stack(batches), 2)
+        assert int(metrics["first_nonfinite"]) == 1
+        assert metrics["nonfinite"] == 1.0
+
+    def test_one_compiled_loop_serves_every_count(self):
+        opt = optax.sgd(0.1)
+        loop = jax.jit(jaxlab.make_train_loop(_LOSS, opt))
+        stacked = _stack(_batches(4))
+        for count in (1, 4, 2):
+            new, _ = loop(_state(opt), stacked, np.int32(count))
+            assert int(new.step) == count
+        assert loop._cache_size() == 1
+
+    def test_loop_under_a_named_axis_averages_like_one_big_batch(self):
+        opt = optax.sgd(0.1)
+        state = _state(opt)
+        batches = _batches(3)
+        single = jax.jit(jaxlab.make_train_loop(_LOSS, opt))(state, _stack(batches), 3)
+        loop = jaxlab.make_train_loop(_LOSS, opt, axis_name="i")
+        # [K, 16] -> [4 devices, K, 4]
+        shards = jax.tree.map(
+            lambda x: np.moveaxis(x.reshape(3, 4, 4, *x.shape[2:]), 1, 0),
+            _stack(batches),
+        )
+        replicated = jax.tree.map(lambda x: jnp.broadcast_to(x, (4, *x.shape)), state)
+        mapped = jax.jit(jax.vmap(loop, axis_name="i"))(
+            replicated, shards, jnp.full((4,), 3)
+        )
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda x: x[0], mapped[0].params), single[0].params, atol=1e-6
+        )
+        np.testing.assert_allclose(mapped[1]["loss"][0], single[1]["loss"], rtol=1e-5)
 
 
 def test_eval_step_accumulates_streaming_metrics():
