@@ -22,6 +22,11 @@ from jaxlab.errors import ConfigError
 
 TIMEOUT = 300
 
+# One xdist worker runs this module (`--dist loadgroup`): its module fixtures
+# launch several processes of several CPU devices each; built in two workers
+# at once on a 2-core machine they starved each other past TIMEOUT.
+pytestmark = pytest.mark.xdist_group("multiprocess")
+
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAXLAB_")}
