@@ -321,3 +321,64 @@ def test_yaml_configs_validate(name):
     config = {"ppo": PPOConfig, "a2c": A2CConfig}[agent["name"]](**agent)
     batch = raw["env"]["num_envs"] * config.num_steps
     assert batch % getattr(config, "num_minibatches", 1) == 0
+
+
+@pytest.mark.parametrize(
+    "env_id, critic", [("CartPole-v1", True), ("Pendulum-v1", True), ("Catch", False)]
+)
+def test_init_makes_haikus_parameter_tree(env_id, critic):
+    # `init` builds the parameters itself (one normal draw, cheap to compile);
+    # they must be what the Haiku networks it applies expect.
+    import haiku as hk
+
+    from agents.ppo import networks
+
+    env = envs.make(env_id)
+    spec = env.action_spec
+    nets = actor_critic(env.observation_spec, spec, hidden=(16, 8), critic=critic)
+    obs = jnp.zeros((3, *env.observation_spec.shape))  # Catch: [3, 10, 5] images
+    params = jax.jit(nets.init)(jax.random.PRNGKey(0), obs)
+    num_out = spec.num_values if spec.is_discrete else spec.shape[0]
+
+    def haiku_actor(o):
+        out = networks._mlp(o, (16, 8), "tanh", num_out, 0.01)
+        if not spec.is_discrete:
+            hk.get_parameter("log_std", (num_out,), init=jnp.zeros)
+        return out
+
+    key = jax.random.PRNGKey(1)
+    reference = {"actor": hk.transform(haiku_actor).init(key, obs), "critic": {}}
+    if critic:
+        reference["critic"] = hk.transform(
+            lambda o: networks._mlp(o, (16, 8), "tanh", 1, 1.0)
+        ).init(key, obs)
+    shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+    assert shapes(params) == shapes(reference)
+    nets.policy(params, obs), nets.value(params, obs)  # applies
+
+
+def test_orthogonal_init_has_haikus_distribution():
+    # Same law as hk.initializers.Orthogonal: compare moments over many draws.
+    from agents.ppo.networks import orthogonal_from_normal
+
+    def ours(key):
+        return orthogonal_from_normal(jax.random.normal(key, (12,)), (4, 3), 2.0)
+
+    def haiku(key):
+        import haiku as hk
+
+        init = hk.transform(
+            lambda: hk.initializers.Orthogonal(2.0)((4, 3), jnp.float32)
+        )
+        return init.apply({}, key)
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+    a, b = np.asarray(jax.vmap(ours)(keys)), np.asarray(jax.vmap(haiku)(keys))
+    np.testing.assert_allclose(
+        np.einsum("nij,nik->njk", a, a)[0], 4 * np.eye(3), atol=1e-4
+    )
+    # Entries: mean 0, E[w^2] = gain^2 / 4 (columns of norm 2 over 4 rows).
+    np.testing.assert_allclose(a.mean(0), 0.0, atol=0.06)
+    np.testing.assert_allclose((a**2).mean(0), 1.0, atol=0.06)
+    np.testing.assert_allclose((a**2).mean(0), (b**2).mean(0), atol=0.08)
+    np.testing.assert_allclose((a**4).mean(0), (b**4).mean(0), atol=0.15)
