@@ -200,12 +200,14 @@ def ppo_time_to_solve(
     """Process start to a greedy return >= `threshold`, as a notebook user runs it.
 
     With ``chunk_updates == 0`` the whole budget runs as one program and is
-    evaluated once at the end (what PureJaxRL does). Otherwise the run goes in
-    chunks of `chunk_updates` updates (`Trainer.run`, compiled once), with a
-    greedy evaluation after each, and stops at the first that reaches
-    `threshold`. `cache_dir` turns on JAX's persistent compilation cache.
+    evaluated once at the end (what PureJaxRL does). Otherwise it is the public
+    early stop, `Trainer.train_until` (what `agents.ppo.train(...,
+    target_return=)` calls): chunks of `chunk_updates` updates (`Trainer.run`,
+    compiled once), a greedy evaluation after each, stop at the first that
+    reaches `threshold`. `cache_dir` turns on JAX's persistent compilation cache.
     """
     import jax
+    import numpy as np
 
     from agents import ppo
     from benchmarks.common import enable_compilation_cache
@@ -233,18 +235,16 @@ def ppo_time_to_solve(
         updates = trainer.num_updates
         evals.append((updates, ret, since_start()))
     else:
-        runner = trainer.init(key)
-        while updates < trainer.num_updates:
-            n = min(chunk_updates, trainer.num_updates - updates)
-            runner, _ = trainer.run(runner, n)
-            updates += n
-            key_i = jax.random.fold_in(eval_key, updates)
-            ret = float(
-                trainer.evaluate(runner.agent, key_i, num_episodes=eval_episodes)
-            )
-            evals.append((updates, ret, since_start()))
-            if ret >= threshold:
-                break
+        _, metrics = trainer.train_until(
+            key,
+            target_return=threshold,
+            eval_every=chunk_updates,
+            eval_episodes=eval_episodes,
+            eval_key=eval_key,
+        )
+        at = np.flatnonzero(np.isfinite(metrics["eval_return"]))
+        evals = [(int(i) + 1, float(metrics["eval_return"][i])) for i in at]
+        updates, ret = len(metrics["eval_return"]), evals[-1][1]
     done_at = since_start()
     return {
         "import_s": imported,

@@ -7,8 +7,10 @@ default hyperparameters (configs/cartpole_ppo.yaml, 5e5 steps):
 
 - jaxlab, one call: ``jax.jit(trainer.train)`` over the whole budget, then
   evaluate (what PureJaxRL does).
-- jaxlab, chunks: ``trainer.run(state, 16)`` compiled once, a greedy evaluation
-  (20 episodes) after each chunk, stop at the first >= 475.
+- jaxlab, chunks: the public early stop, ``trainer.train_until(key,
+  target_return=475, eval_every=16)`` (what ``agents.ppo.train(...,
+  target_return=475)`` runs): ``trainer.run(state, 16)`` compiled once, a greedy
+  evaluation (20 episodes) after each chunk, stop at the first >= 475.
 - the same with JAX's persistent compilation cache, warm (filled by an untimed
   run first): what every run after a user's first one costs.
 - PureJaxRL (reference implementation), whole budget then evaluate; in the

@@ -102,6 +102,11 @@ def test_evaluate_greedy_return(trainer):
     assert value.shape == () and 8 <= float(value) <= 500
     again = trainer.evaluate(state.agent, jax.random.PRNGKey(1), num_episodes=4)
     assert float(again) == float(value)
+    # Compiled with less optimisation at the top level (`jit_rarely_run`), it
+    # still nests in another jit (where XLA takes no per-function options).
+    nested = jax.jit(lambda a, k: trainer.evaluate(a, k, num_episodes=4))
+    assert 8 <= float(nested(state.agent, jax.random.PRNGKey(1))) <= 500
+    jax.jit(trainer.init)(jax.random.PRNGKey(0))
 
 
 def test_notebook_one_liner_learns_catch():
@@ -162,3 +167,84 @@ def test_host_trainer_resets_environments_for_a_restored_state(
     restored, metrics = host_trainer.run(HostRunnerState(*restored), 1)
     assert len(resets) == 1
     assert int(restored.update) == 3 and metrics["loss"].shape == (1,)
+
+
+# ------------------------------------------------------------------ early stop
+
+
+def _scripted(trainer, returns):
+    """`trainer` whose greedy evaluations return `returns`, one per call."""
+    calls = iter(returns)
+
+    def evaluate(agent_state, key, *, num_episodes=10):
+        assert num_episodes == 3
+        return jnp.float32(next(calls))
+
+    return trainer._replace(evaluate=evaluate)
+
+
+def test_train_until_stops_at_the_first_evaluation_reaching_the_target(trainer):
+    key = jax.random.PRNGKey(0)
+    scripted = _scripted(trainer, [10.0, 30.0, 20.0, 40.0])
+    state, metrics = scripted.train_until(
+        key, target_return=25.0, eval_every=1, eval_episodes=3
+    )
+    assert int(state.update) == 2
+    np.testing.assert_array_equal(metrics["eval_return"], [10.0, 30.0])
+    assert all(v.shape == (2,) for v in metrics.values())
+    # The updates done are the first ones of the whole run, bit for bit.
+    whole, whole_metrics = trainer.run(trainer.init(key), 2)
+    _assert_trees_equal(state, whole)
+    for k, v in whole_metrics.items():
+        np.testing.assert_array_equal(metrics[k], v)
+
+
+def test_train_until_runs_the_budget_when_the_target_is_not_reached(trainer):
+    key = jax.random.PRNGKey(0)
+    state, metrics = trainer.train_until(
+        key, target_return=1e9, eval_every=3, eval_episodes=3
+    )
+    # Chunks of 3 and 1 updates, a real greedy evaluation after each.
+    assert int(state.update) == NUM_UPDATES
+    evals = metrics["eval_return"]
+    assert evals.shape == (NUM_UPDATES,)
+    assert np.isnan(evals[:2]).all() and np.all((evals[2:] >= 8) & (evals[2:] <= 500))
+    expected = trainer.evaluate(
+        state.agent, jax.random.fold_in(key, NUM_UPDATES), num_episodes=3
+    )
+    assert evals[-1] == float(expected)
+    trained, train_metrics = trainer.train(key)
+    _assert_trees_equal(state, trained)
+    np.testing.assert_array_equal(metrics["loss"], train_metrics["loss"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"target_return": float("nan")}, "target_return"),
+        ({"target_return": float("inf")}, "target_return"),
+        ({"target_return": None}, "target_return"),
+        ({"eval_every": 0}, "eval_every"),
+        ({"eval_every": 1.5}, "eval_every"),
+        ({"eval_every": True}, "eval_every"),
+        ({"eval_episodes": 0}, "eval_episodes"),
+    ],
+)
+def test_train_until_rejects_bad_arguments(trainer, kwargs, match):
+    args = {"target_return": 100.0, "eval_every": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        trainer.train_until(jax.random.PRNGKey(0), **args)
+
+
+def test_notebook_one_liner_early_stop():
+    small = dict(num_envs=2, num_steps=8, num_minibatches=2, hidden=[8])
+    agent_state, metrics = agents.ppo.train(
+        "CartPole-v1", 64, target_return=0.0, eval_every=16, eval_episodes=2, **small
+    )
+    assert int(agent_state.update_count) == 1  # stops after the first evaluation
+    assert metrics["eval_return"].shape == metrics["loss"].shape == (1,)
+    assert metrics["eval_return"][0] >= 8
+    with pytest.raises(ValueError, match="eval_every"):
+        agents.ppo.train("CartPole-v1", 64, eval_every=16, **small)
+    with pytest.raises(ValueError, match="eval_every"):
+        agents.ppo.train("CartPole-v1", 64, target_return=1, eval_every=8, **small)
