@@ -279,9 +279,9 @@ def make_train_loop(
 
         count = jnp.asarray(count, jnp.int32)
         last = count - 1
-        state, first_bad = jax.lax.fori_loop(
-            0, last, body, (state, jnp.full((), -1, jnp.int32))
-        )
+        first_bad = jnp.full((), -1, jnp.int32)
+        if jax.tree.leaves(batches)[0].shape[0] > 1:  # else: no loop to compile
+            state, first_bad = jax.lax.fori_loop(0, last, body, (state, first_bad))
         state, metrics = core(state, take(last), True)
         bad = (metrics["nonfinite"] > 0) & (first_bad < 0)
         metrics["first_nonfinite"] = jnp.where(bad, last, first_bad)
