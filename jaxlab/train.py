@@ -102,11 +102,6 @@ def _pmean_floats(tree: PyTree, axis_name: str) -> PyTree:
     return jax.tree.map(mean, tree)
 
 
-def layer_norms(tree: Mapping[str, Any]) -> Metrics:
-    """Global norm of each top-level entry of a Haiku params-like dict."""
-    return {name: optax.tree.norm(sub) for name, sub in tree.items()}
-
-
 def _sum_squares(tree: PyTree) -> PyTree:
     """``sum(x ** 2)`` of each leaf, as float32 scalars."""
     return jax.tree.map(lambda x: jnp.sum(jnp.square(x.astype(jnp.float32))), tree)
