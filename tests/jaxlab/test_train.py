@@ -202,10 +202,31 @@ class TrainLoopTest(parameterized.TestCase):
         for batch in (batches[0], batches[3]):  # the bad steps change nothing
             ref = step(ref, batch)[0]
         chex.assert_trees_all_close(new.params, ref.params, rtol=1e-6)
-        # A bad last step is reported too.
-        _, metrics = loop(_state(opt), _stack(batches), 2)
+        # A bad last step (outside the loop body: the select guard, not the
+        # cond) is reported and skipped too.
+        new, metrics = loop(_state(opt), _stack(batches), 2)
         assert int(metrics["first_nonfinite"]) == 1
         assert metrics["nonfinite"] == 1.0
+        ref = step(_state(opt), batches[0])[0]
+        chex.assert_trees_all_close(new.params, ref.params, rtol=1e-6)
+        chex.assert_trees_all_close(new.opt_state, ref.opt_state, rtol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_lean_loop_trains_alike_and_reports_only_the_bad_step(self):
+        opt = optax.adam(1e-2)
+        kwargs = {"per_layer_grad_norms": True, "skip_nonfinite": True}
+        full = jax.jit(jaxlab.make_train_loop(_LOSS, opt, **kwargs))
+        lean = self.variant(
+            jaxlab.make_train_loop(_LOSS, opt, full_metrics=False, **kwargs)
+        )
+        batches = _batches(3)
+        batches[2]["x"][0, 0] = np.inf
+        ref, _ = full(_state(opt), _stack(batches), 3)
+        new, metrics = lean(_state(opt), _stack(batches), 3)
+        assert set(metrics) == {"first_nonfinite"}
+        assert int(metrics["first_nonfinite"]) == 2
+        chex.assert_trees_all_close(new.params, ref.params, rtol=1e-6)
+        chex.assert_trees_all_close(new.opt_state, ref.opt_state, rtol=1e-6)
 
     def test_one_compiled_loop_serves_every_count(self):
         opt = optax.sgd(0.1)
@@ -266,3 +287,23 @@ def test_learning_rate_is_readable_from_the_state():
         rates.append(float(jaxlab.learning_rate(state.opt_state)))
         state, _ = step(state, _BATCH)
     np.testing.assert_allclose(rates, [0.1, 0.1, 0.05])
+
+
+class SumSquaresTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_small_and_large_leaves_match_numpy(self):
+        """Small leaves are reduced, large ones (>= 1M elements) go through a dot."""
+        from jaxlab import train as train_lib
+
+        rs = np.random.RandomState(0)
+        tree = {
+            "small": rs.randn(3, 4).astype(np.float32),
+            "large": rs.randn(train_lib._DOT_MIN_SIZE // 512, 512).astype(np.float32),
+            "half": rs.randn(8).astype(jnp.bfloat16),
+        }
+        got = self.variant(train_lib._sum_squares)(tree)
+        for name, x in tree.items():
+            chex.assert_type(got[name], jnp.float32)
+            chex.assert_shape(got[name], ())
+            want = np.sum(np.square(np.asarray(x, np.float64)))
+            np.testing.assert_allclose(got[name], want, rtol=1e-5, err_msg=name)
