@@ -283,6 +283,14 @@ def next_stop(
     return min(stops)
 
 
+@jax.jit
+def _note_first_bad(first_bad: jax.Array, i: jax.Array, base: jax.Array) -> jax.Array:
+    """The first non-finite step so far (-1: none): `first_bad`, else step
+    ``base + i`` where a chunk starting at step `base` reports index `i` >= 0
+    (one small program per chunk instead of a handful of eager ops)."""
+    return jnp.where((first_bad < 0) & (i >= 0), base + i, first_bad)
+
+
 def _checkpoint_meta(step: int, batcher: data_lib.Batcher) -> dict[str, Any]:
     return {"step": step, "data": batcher.position(step)}
 
@@ -367,18 +375,25 @@ def _train_supervised(
     max_chunk = chunk_limit(tc, exp.splits.train, config.data.batch_size)
     if _loops_are_slow(exp, state, devices):
         max_chunk = 1
-    loop_fn = make_train_loop(
-        exp.loss_fn,
-        exp.optimizer,
+    step_options = dict(
         axis_name=parallel.AXIS if len(devices) > 1 else None,
         per_layer_grad_norms=True,
         # Both modes keep the last good params in the step; "halt" then stops.
         skip_nonfinite=True,
     )
-    if len(devices) > 1:
-        loop_fn = parallel.data_parallel(
-            loop_fn, devices, backend=config.parallel.backend
+    loop_fn = make_train_loop(exp.loss_fn, exp.optimizer, **step_options)
+    # Where several chunks make one logging interval, those ending where nothing
+    # is logged run a second program, without norms (LeNet on CPU: -3% a step).
+    lean_fn = None
+    if max_chunk < tc.log_every:
+        lean_fn = make_train_loop(
+            exp.loss_fn, exp.optimizer, full_metrics=False, **step_options
         )
+    if len(devices) > 1:
+
+        def compile_loop(fn):
+            return parallel.data_parallel(fn, devices, backend=config.parallel.backend)
+
         state = parallel.replicate(state, devices)
 
         def put(batches, count):
@@ -390,13 +405,16 @@ def _train_supervised(
         def host(tree):
             return parallel.unreplicate(tree)
     else:
-        loop_fn = jax.jit(loop_fn)
+        compile_loop = jax.jit
 
         def put(batches, count):
             return batches, np.int32(count)
 
         def host(tree):
             return tree
+
+    loop_fn = compile_loop(loop_fn)
+    lean_fn = compile_loop(lean_fn) if lean_fn is not None else loop_fn
 
     def chunk(step: int, count: int):
         """The stacked batches of steps ``step .. step + count - 1``, padded to
@@ -475,18 +493,18 @@ def _train_supervised(
             log.message(f"resuming {run_path} from step {start}")
         # First step with a NaN/Inf loss or gradient, tracked on the device
         # (no host sync per step); checked when metrics are logged.
-        first_bad = jnp.asarray(-1)
+        first_bad = jnp.asarray(-1, jnp.int32)
         step = start
         while step < num_steps:
             done = next_stop(step, num_steps, tc, kill_at, max_chunk)
-            state, metrics = loop_fn(state, *chunk(step, done - step))
+            logs = done % tc.log_every == 0 or done == num_steps
+            fn = loop_fn if logs else lean_fn
+            state, metrics = fn(state, *chunk(step, done - step))
             if tc.on_nonfinite == "halt":
                 i = host(metrics)["first_nonfinite"]
-                first_bad = jnp.where(
-                    (first_bad < 0) & (i >= 0), step + 1 + i, first_bad
-                )
+                first_bad = _note_first_bad(first_bad, i, np.int32(step + 1))
             step = done
-            if done % tc.log_every == 0 or done == num_steps:
+            if logs:
                 halt_if_nonfinite(first_bad)
                 metrics = jax.device_get(host(metrics))
                 del metrics["first_nonfinite"]
