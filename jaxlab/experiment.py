@@ -23,12 +23,12 @@ import numpy as np
 
 import nets
 from jaxlab import checkpoint as ckpt_lib
+from jaxlab import chunks, optim, parallel
 from jaxlab import config as config_lib
 from jaxlab import data as data_lib
 from jaxlab import logger as logger_lib
 from jaxlab import losses as losses_lib
 from jaxlab import metrics as metrics_lib
-from jaxlab import optim, parallel
 from jaxlab import run_dir as run_dir_lib
 from jaxlab.errors import ConfigError, DataError, JaxlabError
 from jaxlab.train import (
@@ -236,61 +236,6 @@ def _kill_step() -> int | None:
     return int(value) if value else None
 
 
-# Host memory for one chunk of stacked batches (see `chunk_limit`).
-CHUNK_BYTES = 64 << 20
-
-
-def chunk_limit(
-    tc: config_lib.TrainConfig, train: data_lib.Dataset, batch_size: int
-) -> int:
-    """Most steps one compiled call runs: the shortest logging, evaluation or
-    checkpoint interval, within `CHUNK_BYTES` of stacked batches."""
-    example_bytes = train.x[:1].nbytes + train.y[:1].nbytes
-    fits = max(1, CHUNK_BYTES // max(1, example_bytes * batch_size))
-    return max(1, min(tc.log_every, tc.eval_every, tc.checkpoint_every, fits))
-
-
-def _loops_are_slow(exp: Experiment, state: TrainState, devices: list) -> bool:
-    """Whether to run one step per call: XLA:CPU runs convolutions inside a
-    compiled loop (`fori_loop`, `scan`) 15-20x slower than outside one (LeNet
-    on the digits, batch 64: 120-170 ms per step called one by one, 1.9-2.4 s
-    per step inside either loop), so on a CPU a network with a convolution
-    gets no loop."""
-    if devices[0].platform != "cpu":
-        return False
-    split = exp.splits.train
-    batch = {"x": split.x[:1], "y": split.y[:1]}
-    jaxpr = jax.make_jaxpr(exp.loss_fn)(state.params, state.net_state, batch, state.rng)
-    return "conv_general_dilated" in str(jaxpr)
-
-
-def next_stop(
-    step: int,
-    num_steps: int,
-    tc: config_lib.TrainConfig,
-    kill_at: int | None,
-    max_chunk: int,
-) -> int:
-    """The step the chunk starting at `step` runs to: the first step after it
-    at which the host logs, evaluates, checkpoints or stops, at most
-    `max_chunk` steps on."""
-    stops = [num_steps, step + max_chunk]
-    stops += [
-        (step // n + 1) * n for n in (tc.log_every, tc.eval_every, tc.checkpoint_every)
-    ]
-    if kill_at is not None and kill_at > step:
-        stops.append(kill_at)
-    return min(stops)
-
-
-@jax.jit
-def _note_first_bad(first_bad: jax.Array, i: jax.Array, base: jax.Array) -> jax.Array:
-    """The first non-finite step so far (-1: none): `first_bad`, else step
-    ``base + i`` where a chunk starting at step `base` reports index `i` >= 0
-    (one small program per chunk instead of a handful of eager ops)."""
-    return jnp.where((first_bad < 0) & (i >= 0), base + i, first_bad)
-
-
 def _checkpoint_meta(step: int, batcher: data_lib.Batcher) -> dict[str, Any]:
     return {"step": step, "data": batcher.position(step)}
 
@@ -372,8 +317,10 @@ def _train_supervised(
     kill_at = _kill_step()
     # Steps per call: one compiled loop runs up to `max_chunk` steps, ending at
     # every step where the host has something to do (log, eval, checkpoint).
-    max_chunk = chunk_limit(tc, exp.splits.train, config.data.batch_size)
-    if _loops_are_slow(exp, state, devices):
+    max_chunk = chunks.chunk_limit(tc, exp.splits.train, config.data.batch_size)
+    split = exp.splits.train
+    example = {"x": split.x[:1], "y": split.y[:1]}
+    if chunks.loops_are_slow(exp.loss_fn, state, example, devices):
         max_chunk = 1
     step_options = dict(
         axis_name=parallel.AXIS if len(devices) > 1 else None,
@@ -496,13 +443,13 @@ def _train_supervised(
         first_bad = jnp.asarray(-1, jnp.int32)
         step = start
         while step < num_steps:
-            done = next_stop(step, num_steps, tc, kill_at, max_chunk)
+            done = chunks.next_stop(step, num_steps, tc, kill_at, max_chunk)
             logs = done % tc.log_every == 0 or done == num_steps
             fn = loop_fn if logs else lean_fn
             state, metrics = fn(state, *chunk(step, done - step))
             if tc.on_nonfinite == "halt":
                 i = host(metrics)["first_nonfinite"]
-                first_bad = _note_first_bad(first_bad, i, np.int32(step + 1))
+                first_bad = chunks.note_first_bad(first_bad, i, np.int32(step + 1))
             step = done
             if logs:
                 halt_if_nonfinite(first_bad)

@@ -49,6 +49,14 @@ def small_config(**overrides) -> dict:
     return config
 
 
+def exploding_config(**overrides) -> dict:
+    """`small_config` with SGD whose learning rate jumps to 1e30 after step 12
+    (piecewise schedule): the loss turns non-finite a step or three later."""
+    schedule = {"name": "piecewise", "boundaries": [12], "scales": [1e30]}
+    optimizer = {"name": "sgd", "learning_rate": 0.1, "schedule": schedule}
+    return small_config(optimizer=optimizer, **overrides)
+
+
 @pytest.fixture
 def write_config(tmp_path):
     """Writes a config dict as YAML (or JSON) and returns its path."""

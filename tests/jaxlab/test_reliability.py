@@ -19,18 +19,17 @@ import shutil
 import warnings
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, run_cli, small_config
+from conftest import REPO, exploding_config, run_cli, small_config
 
 from jaxlab import checkpoint, cli, experiment, run_dir
 from jaxlab import config as config_lib
 from jaxlab.checkpoint import Checkpointer, CheckpointWarning, tree_equal
 from jaxlab.data import load_csv, load_npz, read_idx, write_idx
-from jaxlab.errors import CheckpointError, DataError, JaxlabError
+from jaxlab.errors import CheckpointError, DataError
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -708,18 +707,11 @@ def test_a_locked_run_dir_is_refused(tmp_path):
 # ----------------------------------------------------------------- NaN guard
 
 
-def _exploding_config(**overrides) -> dict:
-    """SGD whose learning rate jumps to 1e30 after step 12 (piecewise)."""
-    schedule = {"name": "piecewise", "boundaries": [12], "scales": [1e30]}
-    optimizer = {"name": "sgd", "learning_rate": 0.1, "schedule": schedule}
-    return small_config(optimizer=optimizer, **overrides)
-
-
 def test_halt_keeps_the_last_good_checkpoint_bit_identical(capsys, tmp_path):
     """The learning rate explodes after step 12 (piecewise schedule): a run
     halts there, and its step-10 checkpoint is untouched and equal to a clean run
     stopped at step 10."""
-    config = _exploding_config(**{"train.steps": 10, "train.checkpoint_every": 10})
+    config = exploding_config(**{"train.steps": 10, "train.checkpoint_every": 10})
     path = _write(tmp_path / "c.yaml", config)
     clean, fresh = tmp_path / "clean", tmp_path / "fresh"
     assert (
@@ -751,63 +743,6 @@ def test_halt_keeps_the_last_good_checkpoint_bit_identical(capsys, tmp_path):
     a, meta_a = _restore(clean, config)
     b, meta_b = _restore(fresh, config)
     assert meta_a == meta_b and tree_equal(a, b)
-
-
-def _train_per_call(tmp_path, monkeypatch, config: dict, name: str, chunk_bytes):
-    """Trains `config` in-process; ``chunk_bytes=1`` forces one step per call
-    (the path conv nets take on CPU): non-logging steps then run the program
-    without norms."""
-    monkeypatch.setattr(experiment, "CHUNK_BYTES", chunk_bytes)
-    run = tmp_path / name
-    experiment.train(config_lib.validate_config(config), run, quiet=True)
-    return run
-
-
-def test_one_step_per_call_trains_and_logs_as_chunks_do(tmp_path, monkeypatch):
-    config = small_config(**{"train.steps": 20, "train.eval_every": 10})
-    chunked = _train_per_call(
-        tmp_path, monkeypatch, config, "a", experiment.CHUNK_BYTES
-    )
-    single = _train_per_call(tmp_path, monkeypatch, config, "b", 1)
-    rows_a, rows_b = _rows(chunked), _rows(single)
-    assert [sorted(r) for r in rows_a] == [sorted(r) for r in rows_b]
-    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
-    for a, b in zip(rows_a, rows_b, strict=True):
-        for key, value in a.items():
-            if isinstance(value, float):
-                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
-    a, b = _restore(chunked, config)[0], _restore(single, config)[0]
-    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
-
-
-def test_one_step_per_call_halts_at_the_step_chunks_name(tmp_path, monkeypatch):
-    """The first non-finite step of a lean (unlogged) call is the step named."""
-    config = _exploding_config(**{"train.steps": 20, "train.log_every": 20})
-    errors = []
-    for name, chunk_bytes in (("a", experiment.CHUNK_BYTES), ("b", 1)):
-        with pytest.raises(JaxlabError) as caught:
-            _train_per_call(tmp_path, monkeypatch, config, name, chunk_bytes)
-        errors.append(str(caught.value))
-    assert re.match(r"step 1[3-5]: the loss or gradients are not finite", errors[0])
-    assert errors[1] == errors[0]
-
-
-def test_conv_nets_on_cpu_run_one_step_per_call():
-    """XLA:CPU runs convolutions inside compiled loops 15-20x slower."""
-    conv = small_config(
-        **{
-            "model.network": [
-                ["Conv2D", {"output_channels": 4, "kernel_shape": 3}],
-                ["Flatten", {}],
-                ["Linear", {"output_size": 10}],
-            ]
-        }
-    )
-    for config, slow in ((small_config(), False), (conv, True)):
-        exp = experiment.build(config_lib.validate_config(config))
-        state = experiment.initial_state(exp)
-        assert experiment._loops_are_slow(exp, state, jax.devices("cpu")) is slow
 
 
 # ----------------------------------------------------------------- determinism
