@@ -17,7 +17,9 @@ Contestants, each in a fresh child process, alternating:
   the first logged row after warm-up and the last training row, so compilation,
   final evaluation and checkpoint are excluded.
 - hand-written: a jitted Haiku + optax step and a NumPy loop (per-epoch
-  permutation, slicing), the "no framework" ceiling.
+  permutation, slicing), the "no framework" ceiling; for LeNet also the same
+  loop with `nets.Conv2D` in place of `hk.Conv2D` (what jaxlab's convolution
+  gives a step called alone).
 - PyTorch: the same network as ``torch.nn`` on CPU, ``threads`` = cores (and
   1 thread, which can win on a loaded 2-core machine).
 
@@ -45,6 +47,7 @@ BATCH = 64
 LR = 1e-3
 JAXLAB = "jaxlab trainer"
 HAND = "hand-written jit loop"
+HAND_NETS = "hand-written jit loop, nets.Conv2D"
 
 
 def digits(task: str) -> tuple[np.ndarray, np.ndarray]:
@@ -138,9 +141,15 @@ def jaxlab_trainer(
     return {"steps_per_s": sps, "timed_steps": timed, "wall_s": wall}
 
 
-def _haiku_net(task: str):
+def _haiku_net(task: str, conv: str = "hk"):
+    """The network written with Haiku; ``conv="nets"`` takes `nets.Conv2D`
+    (patches and a matmul on a CPU) for `hk.Conv2D`."""
     import haiku as hk
     import jax
+
+    import nets
+
+    Conv2D = nets.Conv2D if conv == "nets" else hk.Conv2D
 
     def forward(x):
         if task == "mlp":
@@ -148,9 +157,9 @@ def _haiku_net(task: str):
             x = jax.nn.relu(hk.Linear(256)(x))
             x = jax.nn.relu(hk.Linear(256)(x))
             return hk.Linear(10)(x)
-        x = hk.Conv2D(32, 5, padding="SAME")(x)
+        x = Conv2D(32, 5, padding="SAME")(x)
         x = hk.max_pool(x, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-        x = hk.Conv2D(64, 5, padding="SAME")(x)
+        x = Conv2D(64, 5, padding="SAME")(x)
         x = hk.max_pool(x, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
         x = hk.Flatten()(x)
         x = jax.numpy.tanh(hk.Linear(1024)(x))
@@ -168,14 +177,16 @@ def _epochs(n: int, seed: int):
             yield perm[i * BATCH : (i + 1) * BATCH]
 
 
-def handwritten(seed: int, task: str, steps: int, warmup: int) -> dict[str, Any]:
+def handwritten(
+    seed: int, task: str, steps: int, warmup: int, conv: str = "hk"
+) -> dict[str, Any]:
     import jax
     import optax
 
     x, y = digits(task)
     n = int(0.8 * len(x))
     x, y = x[:n], y[:n]
-    net = _haiku_net(task)
+    net = _haiku_net(task, conv)
     tx = optax.adam(LR)
     params = net.init(jax.random.PRNGKey(seed), x[:1])
     opt_state = tx.init(params)
@@ -279,6 +290,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "log_every": 10 if args.quick else 50}),
             Job(HAND, "benchmarks.supervised_step:handwritten", kw),
         ]  # fmt: skip
+        if task == "lenet":
+            # The same loop with jaxlab's convolution: what the conv alone gives.
+            jobs.append(
+                Job(HAND_NETS, "benchmarks.supervised_step:handwritten",
+                    {**kw, "conv": "nets"})
+            )  # fmt: skip
         if not args.no_torch:
             jobs.append(
                 Job(f"PyTorch, {cores} threads", "benchmarks.supervised_step:pytorch",

@@ -3,9 +3,10 @@
 One call runs a chunk of steps as one compiled loop
 (`jaxlab.train.make_train_loop`); each chunk ends where the host has work (log,
 evaluation, checkpoint, the end, a test's kill step) and holds at most
-`CHUNK_BYTES` of stacked batches. On a CPU, a network with a convolution runs
-one step per call (`loops_are_slow`). The first non-finite step of the run is
-folded on the device, call by call (`note_first_bad`).
+`CHUNK_BYTES` of stacked batches. On a CPU, a program holding an XLA
+convolution op runs one step per call (`loops_are_slow`); `nets`' convolutions
+lower to patches and a matmul there and keep their loops. The first non-finite
+step of the run is folded on the device, call by call (`note_first_bad`).
 """
 
 from __future__ import annotations
@@ -40,15 +41,19 @@ def loops_are_slow(
     batch: Mapping[str, Any],
     devices: Sequence[jax.Device],
 ) -> bool:
-    """Whether to run one step per call: XLA:CPU runs convolutions inside a
-    compiled loop (`fori_loop`, `scan`) 15-20x slower than outside one (LeNet
-    on the digits, batch 64: 120-170 ms per step called one by one, 1.9-2.4 s
-    per step inside either loop), so on a CPU a network with a convolution
-    gets no loop. `batch`: an example batch (its shapes are all that is used)."""
-    if devices[0].platform != "cpu":
+    """Whether to run one step per call: XLA:CPU runs a convolution inside a
+    compiled loop (`fori_loop`, `scan`) 15-25x slower than outside one (LeNet
+    on the digits, batch 64: ~90 ms per step called one by one, ~2 s per step
+    inside either loop), so on a CPU a program that still holds a convolution
+    op gets no loop. `nets`' convolutions lower to patches and a matmul on a
+    CPU (`nets.conv`) and keep their loops; `hk.Conv2D` and
+    ``lowering: xla`` do not. `batch`: an example batch (shapes only)."""
+    platform = devices[0].platform
+    if platform != "cpu":
         return False
-    jaxpr = jax.make_jaxpr(loss_fn)(state.params, state.net_state, batch, state.rng)
-    return "conv_general_dilated" in str(jaxpr)
+    traced = jax.jit(loss_fn).trace(state.params, state.net_state, batch, state.rng)
+    lowered = traced.lower(lowering_platforms=(platform,))
+    return "stablehlo.convolution" in lowered.as_text()
 
 
 def next_stop(

@@ -3,12 +3,14 @@
 Three ways to define a network, all used through `hk.transform_with_state`:
 
 1. a spec (layer list, functional graph or builtin module) -> `build_network`;
-2. the ready-made modules (`MLP`, `ConvNet`, `LeNet`, `ResNet`, `LSTM`, `GRU`);
+2. the ready-made modules (`MLP`, `ConvNet`, `LeNet`, `ResNet`, `LSTM`, `GRU`) and
+   the convolutions they use (`Conv1D`, `Conv2D`, `Conv3D`: `hk.ConvND` that runs
+   as patches and a matmul on a CPU, see `nets.conv`);
 3. your own `hk.Module` subclass, Keras-"subclassing" style::
 
      class MyNet(hk.Module):
          def __call__(self, x, is_training):  # x: [B, 8, 8, 1]
-             x = jax.nn.relu(hk.Conv2D(8, 3)(x))
+             x = jax.nn.relu(nets.Conv2D(8, 3)(x))
              x = nets.Dropout(0.1)(hk.Flatten()(x), is_training)
              return hk.Linear(10)(x)  # [B, 10]
 
@@ -27,6 +29,10 @@ from nets.args import SpecError as SpecError
 from nets.builder import Network as Network
 from nets.builder import build_network as build_network
 from nets.builder import validate_network_spec as validate_network_spec
+from nets.conv import Conv1D as Conv1D
+from nets.conv import Conv2D as Conv2D
+from nets.conv import Conv3D as Conv3D
+from nets.conv import ConvND as ConvND
 from nets.layers import DEFAULT_REGULARIZER_SCALE as DEFAULT_REGULARIZER_SCALE
 from nets.layers import LAYERS as LAYERS
 from nets.layers import LayerDef as LayerDef
@@ -47,6 +53,10 @@ __all__ = [
     "LAYERS",
     "LSTM",
     "MLP",
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "ConvND",
     "ConvNet",
     "Dropout",
     "LayerDef",

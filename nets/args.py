@@ -176,6 +176,17 @@ def padding(value: Any) -> str:
     return value.upper()
 
 
+def choice(*options: str) -> Callable[[Any], str]:
+    """One of `options` (case-insensitive), returned lower-case."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in options:
+            raise _Invalid(f"expected one of {', '.join(options)}, {_got(value)}")
+        return value.lower()
+
+    return check
+
+
 def activation(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in ACTIVATIONS:
         raise _Invalid(

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from nets import args as A
+from nets import conv
 from nets.activations import get_activation
 from nets.args import Arg, SpecError
 from nets.modules import Dropout
@@ -178,6 +179,7 @@ def _conv(cls):
             rate=a["rate"],
             padding=a["padding"],
             with_bias=a["with_bias"],
+            lowering=a["lowering"],
             name=name,
         )(xs[0])
 
@@ -270,6 +272,8 @@ def _conv_args(n: int) -> dict[str, Arg]:
         "stride": Arg(A.pos_ints(length=n), 1, aliases=("strides",)),
         "rate": Arg(A.pos_ints(length=n), 1, aliases=("dilation_rate",)),
         "padding": Arg(A.padding, "SAME"),
+        # How XLA computes it (nets.conv): patches + matmul on CPU by default.
+        "lowering": Arg(A.choice(*conv.LOWERINGS), "auto"),
     }
 
 
@@ -295,14 +299,14 @@ _DEFS = [
         "Conv1D",
         ["Convolution1D"],
         _conv_args(1),
-        _conv(hk.Conv1D),
+        _conv(conv.Conv1D),
         regularizable=True,
     ),
     _layer(
         "Conv2D",
         ["Convolution2D"],
         _conv_args(2),
-        _conv(hk.Conv2D),
+        _conv(conv.Conv2D),
         regularizable=True,
     ),
     _layer(

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from nets.activations import get_activation
+from nets.conv import Conv2D
 
 
 def _check_positive_ints(name: str, values: Sequence[int], *, allow_empty=False):
@@ -152,7 +153,7 @@ class ConvNet(hk.Module):
         del is_training
         chex.assert_rank(x, 4)
         for i, c in enumerate(self.channels):
-            x = hk.Conv2D(c, self.kernel_shape, name=f"conv_{i}")(x)
+            x = Conv2D(c, self.kernel_shape, name=f"conv_{i}")(x)
             x = self.activation(x)
             if self.pool:
                 x = hk.max_pool(x, (1, 2, 2, 1), (1, 2, 2, 1), "SAME")
@@ -188,9 +189,9 @@ class LeNet(hk.Module):
         """
         del is_training
         chex.assert_rank(x, 4)
-        x = jax.nn.relu(hk.Conv2D(32, 5, name="conv_0")(x))
+        x = jax.nn.relu(Conv2D(32, 5, name="conv_0")(x))
         x = hk.max_pool(x, (1, 2, 2, 1), (1, 2, 2, 1), "SAME")
-        x = jax.nn.relu(hk.Conv2D(64, 5, name="conv_1")(x))
+        x = jax.nn.relu(Conv2D(64, 5, name="conv_1")(x))
         x = hk.max_pool(x, (1, 2, 2, 1), (1, 2, 2, 1), "SAME")
         x = hk.Flatten()(x)
         x = jnp.tanh(hk.Linear(1024, name="linear_0")(x))
@@ -209,17 +210,17 @@ class _ResidualBlock(hk.Module):
     def __call__(self, x: jax.Array, is_training: bool) -> jax.Array:
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.channels:
-            shortcut = hk.Conv2D(
+            shortcut = Conv2D(
                 self.channels, 1, stride=self.stride, with_bias=False, name="proj"
             )(x)
             shortcut = hk.BatchNorm(name="proj_bn", **self.bn_config)(
                 shortcut, is_training
             )
-        y = hk.Conv2D(
+        y = Conv2D(
             self.channels, 3, stride=self.stride, with_bias=False, name="conv_0"
         )(x)
         y = jax.nn.relu(hk.BatchNorm(name="bn_0", **self.bn_config)(y, is_training))
-        y = hk.Conv2D(self.channels, 3, with_bias=False, name="conv_1")(y)
+        y = Conv2D(self.channels, 3, with_bias=False, name="conv_1")(y)
         y = hk.BatchNorm(name="bn_1", **self.bn_config)(y, is_training)
         return jax.nn.relu(y + shortcut)
 
@@ -287,7 +288,7 @@ class ResNet(hk.Module):
     def __call__(self, x: jax.Array, is_training: bool) -> jax.Array:
         """Maps images `x` [B, H, W, C] to logits [B, num_classes]."""
         chex.assert_rank(x, 4)
-        x = hk.Conv2D(self.channels[0], 3, with_bias=False, name="stem")(x)
+        x = Conv2D(self.channels[0], 3, with_bias=False, name="stem")(x)
         x = jax.nn.relu(hk.BatchNorm(name="stem_bn", **self.bn_config)(x, is_training))
         for s, (blocks, c) in enumerate(
             zip(self.blocks_per_stage, self.channels, strict=True)

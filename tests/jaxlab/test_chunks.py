@@ -107,20 +107,32 @@ def test_one_step_per_call_halts_at_the_step_chunks_name(tmp_path, monkeypatch):
     assert errors[1] == errors[0]
 
 
-def test_conv_nets_on_cpu_run_one_step_per_call():
-    """XLA:CPU runs convolutions inside compiled loops 15-20x slower."""
-    conv = small_config(
+def _conv_config(**conv_args):
+    return small_config(
         **{
             "model.network": [
-                ["Conv2D", {"output_channels": 4, "kernel_shape": 3}],
+                ["Conv2D", {"output_channels": 4, "kernel_shape": 3, **conv_args}],
                 ["Flatten", {}],
                 ["Linear", {"output_size": 10}],
             ]
         }
     )
-    for config, slow in ((small_config(), False), (conv, True)):
-        exp = experiment.build(config_lib.validate_config(config))
-        state = experiment.initial_state(exp)
-        example = {"x": exp.splits.train.x[:1], "y": exp.splits.train.y[:1]}
-        cpu = jax.devices("cpu")
-        assert chunks.loops_are_slow(exp.loss_fn, state, example, cpu) is slow
+
+
+@pytest.mark.parametrize(
+    ("config", "slow"),
+    [
+        (small_config(), False),  # an MLP
+        (_conv_config(), False),  # nets' conv: patches + matmul on CPU
+        (_conv_config(lowering="patches"), False),
+        (_conv_config(lowering="xla"), True),  # XLA's convolution op
+    ],
+    ids=["mlp", "conv-auto", "conv-patches", "conv-xla"],
+)
+def test_programs_with_an_xla_convolution_run_one_step_per_call(config, slow):
+    """XLA:CPU runs convolution ops inside compiled loops 15-25x slower."""
+    exp = experiment.build(config_lib.validate_config(config))
+    state = experiment.initial_state(exp)
+    example = {"x": exp.splits.train.x[:1], "y": exp.splits.train.y[:1]}
+    cpu = jax.devices("cpu")
+    assert chunks.loops_are_slow(exp.loss_fn, state, example, cpu) is slow
