@@ -5,20 +5,23 @@ Supervised path (``jaxlab.experiment.train``, MLP 256-256 on digits, batch 64):
 - trainer step: steady-state time per step of the real trainer (``time``
   stamps of its ``metrics.jsonl``), logging every 50 steps, no checkpoint
   before the end;
-- XLA step: the same compiled jaxlab step called back to back on a batch
-  already on the device (what the trainer would cost with zero host work);
-- lean step: the same network and Adam without the step's extras (per-layer
+- XLA: the compiled loop the trainer runs (``make_train_loop``, 50 steps per
+  call, one call per logging interval) called back to back on batches already
+  on the device (what the trainer would cost with zero host work), per step;
+- lean loop: the same network and Adam without the step's extras (per-layer
   gradient norms, parameter norm, non-finite guard, ``inject_hyperparams``);
-- data pipeline: ``Batcher.batch(step)`` per step;
-- non-finite tracking: the two small ops the loop dispatches per step;
+- data pipeline: ``Batcher.batches(step, 50)``, per chunk;
+- non-finite tracking: the one small jitted call per chunk
+  (``jaxlab.chunks.note_first_bad``);
 - logging: extra time per step with ``log_every: 1``, per logged row;
 - checkpointing: extra time per step with ``checkpoint_every: 100``, per save.
 
 Gymnasium RL path (PPO at RL-Zoo settings on gymnasium CartPole, 8 envs x 32
 steps per update): time per update of ``HostTrainer.run``, split into the
-jitted ``act`` calls (dispatch, compute, device-to-host copy), gymnasium's
-vector ``step``, the jitted ``update``, and the rest (jaxlab's host glue:
-stacking the trajectory, metrics); plus the experiment shell's logging,
+trainer's jitted ``act`` calls (dispatch, compute, device-to-host copy),
+gymnasium's vector ``step``, its jitted ``update`` (with log pi and v of the
+rollout), and the rest (jaxlab's host glue: filling the rollout buffers,
+episode returns, metrics); plus the experiment shell's logging,
 evaluation and checkpoints (``jaxlab.experiment.train`` on the same config
 with ``env.backend: gymnasium``), per env step.
 
@@ -53,12 +56,13 @@ def _per_call(fn, n: int) -> float:
 def supervised(seed: int, steps: int = 2000, quick: bool = False) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
+    import numpy as np
     import optax
 
+    from jaxlab import chunks, experiment
     from jaxlab import data as data_lib
-    from jaxlab import experiment
     from jaxlab.config import validate_config
-    from jaxlab.train import make_train_step
+    from jaxlab.train import make_train_loop
 
     warmup = 100 if not quick else 20
     out: dict[str, Any] = {}
@@ -79,36 +83,38 @@ def supervised(seed: int, steps: int = 2000, quick: bool = False) -> dict[str, A
     exp = experiment.build(config)
     state = experiment.initial_state(exp)
     batcher = data_lib.Batcher(exp.splits.train, batch_size=64, seed=0)
-    batch = jax.device_put(batcher.batch(0))
+    # The program the trainer runs: a compiled loop of `chunk` steps (one
+    # chunk per logging interval here), its batches already on the device.
+    chunk = 50
+    batches = jax.device_put(batcher.batches(0, chunk))
+    count = np.int32(chunk)
 
-    def timed_loop(step_fn, state) -> float:
-        step_fn = jax.jit(step_fn)
-        s, m = step_fn(state, batch)
+    def timed_loop(loop_fn, state) -> float:
+        loop_fn = jax.jit(loop_fn)
+        s, m = loop_fn(state, batches, count)
         jax.block_until_ready(m)
-        n = 200 if quick else steps
+        n = max(1, (200 if quick else steps) // chunk)
         t = time.perf_counter()
         for _ in range(n):
-            s, m = step_fn(s, batch)
+            s, m = loop_fn(s, batches, count)
         jax.block_until_ready(m)
-        return (time.perf_counter() - t) / n
+        return (time.perf_counter() - t) / (n * chunk)
 
-    full = make_train_step(
+    full = make_train_loop(
         exp.loss_fn, exp.optimizer, per_layer_grad_norms=True, skip_nonfinite=True
     )
     out["xla_step_s"] = timed_loop(full, state)
     lean_tx = optax.adam(config.optimizer.learning_rate)
     lean_state = state._replace(opt_state=lean_tx.init(state.params))
-    out["lean_step_s"] = timed_loop(make_train_step(exp.loss_fn, lean_tx), lean_state)
+    lean = make_train_loop(exp.loss_fn, lean_tx, full_metrics=False)
+    out["lean_step_s"] = timed_loop(lean, lean_state)
     counter = iter(range(10**9))
-    out["data_s"] = _per_call(lambda: batcher.batch(next(counter)), 200)
-    nonfinite = jnp.zeros(())
-    first_bad = jnp.asarray(-1)
-
-    def guard():
-        bad = nonfinite > 0
-        return jnp.where((first_bad < 0) & bad, 5, first_bad)
-
-    out["guard_s"] = _per_call(guard, 200)
+    out["data_s"] = _per_call(lambda: batcher.batches(chunk * next(counter), chunk), 20)
+    first_bad = jnp.asarray(-1, jnp.int32)
+    index = jnp.asarray(-1, jnp.int32)
+    out["guard_s"] = _per_call(
+        lambda: chunks.note_first_bad(first_bad, index, count), 200
+    )
     base = out["trainer_step_s"]
     out["log_row_s"] = (out["trainer_log1_step_s"] - base) / (1 - 1 / 50)
     out["checkpoint_s"] = (out["trainer_ckpt_step_s"] - base) * 100
@@ -117,7 +123,6 @@ def supervised(seed: int, steps: int = 2000, quick: bool = False) -> dict[str, A
 
 def rl_gym(seed: int, updates: int = 40, quick: bool = False) -> dict[str, Any]:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from agents import ppo
@@ -142,31 +147,31 @@ def rl_gym(seed: int, updates: int = 40, quick: bool = False) -> dict[str, Any]:
         state, _ = trainer.run(state, updates)
         out["update_total_s"] = (time.perf_counter() - t) / updates
 
-        agent = trainer.agent
-        act = jax.jit(agent.act)
+        # The trainer's own jitted functions: its act returns the action alone
+        # (log pi and v of the rollout are computed in its update).
         obs = np.zeros((num_envs, 4), np.float32)
-        key = jax.random.PRNGKey(0)
-        np.asarray(act(state.agent, key, obs)[0])
-        out["act_s"] = _per_call(lambda: np.asarray(act(state.agent, key, obs)[0]), 200)
+        rng = jax.random.key_data(jax.random.PRNGKey(0))
+        params = state.agent.params
+        np.asarray(trainer._act(params, rng, obs)[1])
+        out["act_s"] = _per_call(
+            lambda: np.asarray(trainer._act(params, rng, obs)[1]), 200
+        )
         actions = np.zeros(num_envs, np.int32)
         trainer.env.reset(seed=seed)
         out["env_step_s"] = _per_call(lambda: trainer.env.step(actions), 200)
 
         shape = (num_steps, num_envs)
-        traj = ppo.Trajectory(
-            obs=jnp.zeros((*shape, 4)),
-            action=jnp.zeros(shape, jnp.int32),
-            log_prob=jnp.zeros(shape),
-            value=jnp.zeros(shape),
-            reward=jnp.ones(shape),
-            terminated=jnp.zeros(shape, bool),
-            truncated=jnp.zeros(shape, bool),
-            final_obs=jnp.zeros((*shape, 4)),
-        )
-        update = jax.jit(agent.update)
-        jax.block_until_ready(update(state.agent, traj, key))
+        rollout = {
+            "obs": np.zeros((*shape, 4), np.float32),
+            "action": np.zeros(shape, np.int32),
+            "reward": np.ones(shape, np.float32),
+            "terminated": np.zeros(shape, bool),
+            "truncated": np.zeros(shape, bool),
+            "final_obs": np.zeros((*shape, 4), np.float32),
+        }
+        jax.block_until_ready(trainer._update(state, rollout))
         out["update_s"] = _per_call(
-            lambda: jax.block_until_ready(update(state.agent, traj, key)), 10
+            lambda: jax.block_until_ready(trainer._update(state, rollout)), 10
         )
     out["glue_s"] = out["update_total_s"] - (
         num_steps * (out["act_s"] + out["env_step_s"]) + out["update_s"]
@@ -215,11 +220,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         step = _median(sup, "trainer_step_s")
         items = [
             ("trainer step (all included)", "trainer_step_s", 1),
-            ("XLA step: same compiled step, batch on device", "xla_step_s", 1),
-            ("lean step: no grad/param norms, no guard, plain adam", "lean_step_s", 1),
-            ("data pipeline: Batcher.batch", "data_s", 1),
-            ("non-finite tracking (2 small ops per step)", "guard_s", 1),
-            ("logging, per row (every 50 steps)", "log_row_s", 50),
+            ("XLA: the same compiled 50-step loop, batches on device", "xla_step_s", 1),
+            ("lean loop: no grad/param norms, no guard, plain adam", "lean_step_s", 1),
+            ("data pipeline: Batcher.batches, per 50-step chunk", "data_s", 50),
+            ("non-finite tracking (note_first_bad), per chunk", "guard_s", 50),
+            ("logging, per row (log_every 1: one step per call)", "log_row_s", 50),
             ("checkpoint, per save (every 100 steps here)", "checkpoint_s", 100),
         ]
         rows = []

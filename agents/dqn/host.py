@@ -36,7 +36,7 @@ from agents.dqn.rollout import (
     iteration_metrics,
     make_core,
 )
-from agents.envs import GymnasiumVecEnv, evaluate_policy
+from agents.envs import GymnasiumVecEnv, eval_env_count, evaluate_policy
 
 EnvId = str | Callable[[], gymnasium.Env]
 
@@ -246,7 +246,7 @@ class HostTrainer:
             env_id, vectorization, make_kwargs = self._env_args
             self._eval_env = GymnasiumVecEnv(
                 env_id,
-                min(num_episodes, 8),
+                eval_env_count(num_episodes),
                 seed=None,
                 vectorization=vectorization,
                 **make_kwargs,

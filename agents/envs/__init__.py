@@ -27,7 +27,9 @@ from agents.envs.base import (
 from agents.envs.cartpole import CartPoleState, cartpole_state, make_cartpole
 from agents.envs.catch import CatchState, make_catch
 from agents.envs.gym_adapter import (
+    MAX_EVAL_ENVS,
     GymnasiumVecEnv,
+    eval_env_count,
     evaluate_policy,
     from_gymnax,
     spec_from_space,
@@ -73,6 +75,8 @@ __all__ = [
     "EnvState",
     "Environment",
     "GymnasiumVecEnv",
+    "MAX_EVAL_ENVS",
+    "eval_env_count",
     "evaluate_policy",
     "PendulumState",
     "Spec",

@@ -305,6 +305,18 @@ def from_gymnax(
     )
 
 
+# Evaluation environments a host trainer makes: one per episode up to this
+# many, so that a usual evaluation (10-20 episodes) plays in one round of
+# vectorized steps instead of several (each round is as long as its longest
+# episode, one jitted act per vectorized step).
+MAX_EVAL_ENVS = 32
+
+
+def eval_env_count(num_episodes: int) -> int:
+    """How many environments to evaluate `num_episodes` episodes on."""
+    return max(1, min(num_episodes, MAX_EVAL_ENVS))
+
+
 def evaluate_policy(
     env: GymnasiumVecEnv,
     policy: Callable[[np.ndarray], Any],

@@ -17,6 +17,7 @@ environments themselves live in the trainer and cannot be. Hence:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents.envs import GymnasiumVecEnv, evaluate_policy
+from agents.envs import GymnasiumVecEnv, eval_env_count, evaluate_policy
 from agents.ppo.agent import Agent, Trajectory, ppo
 from agents.ppo.config import PPOConfig
 from agents.ppo.training import (
@@ -60,6 +61,13 @@ def _seed_from(key: jax.Array) -> int:
     return int(jax.random.randint(key, (), 0, 2**31 - 1))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _greedy_action(agent: Agent, agent_state: Any, key: jax.Array, obs: jax.Array):
+    """The deterministic action; compiled once per agent (a jit of a fresh
+    closure per evaluation compiled it again every time: ~0.1 s each)."""
+    return agent.act(agent_state, key, obs, deterministic=True)[0]
+
+
 def evaluate_host(
     env: GymnasiumVecEnv,
     agent: Agent,
@@ -89,10 +97,9 @@ def evaluate_host(
       The mean undiscounted return.
     """
     key = key_data(key)
-    greedy = jax.jit(lambda s, o: agent.act(s, key, o, deterministic=True)[0])
     return evaluate_policy(
         env,
-        lambda obs: greedy(agent_state, obs),
+        lambda obs: _greedy_action(agent, agent_state, key, obs),
         seed=_seed_from(key),
         num_episodes=num_episodes,
         max_steps=max_steps,
@@ -124,7 +131,8 @@ class HostTrainer:
           num_steps: rollout length per environment and update.
           num_updates: updates in the whole budget.
           eval_env: environments for `evaluate`; by default a
-            `GymnasiumVecEnv(env.name, 8)` made on first use.
+            `GymnasiumVecEnv(env.name, eval_env_count(num_episodes))` made on
+            first use (one per episode, at most `MAX_EVAL_ENVS`).
         """
         self.env = env
         self.agent = agent
@@ -137,12 +145,29 @@ class HostTrainer:
         # The runner state matching the environments' current episodes.
         self._live: HostRunnerState | None = None
 
-        def act(agent_state, rng, obs):
-            rng, key = jax.random.split(rng)
-            action, log_prob, value = agent.act(agent_state, key, obs)
-            return rng, action, log_prob, value
+        networks = agent.networks
 
-        def update(rs: HostRunnerState, trajectory: Trajectory):
+        def act(params, rng, obs):
+            # The action alone: log pi(a|s) and v(s) of the whole rollout are
+            # computed in `update`, as one batch, from the same params (the
+            # critic does not run per step, and one buffer comes back).
+            rng, key = jax.random.split(rng)
+            return rng, networks.dist.sample(key, networks.policy(params, obs))
+
+        def update(rs: HostRunnerState, rollout: dict[str, jax.Array]):
+            params = rs.agent.params
+            obs, action = rollout["obs"], rollout["action"]
+            flat = obs.reshape(-1, *obs.shape[2:])
+            out = networks.policy(params, flat)
+            log_prob = networks.dist.log_prob(
+                out, action.reshape(-1, *action.shape[2:])
+            )
+            value = networks.value(params, flat)
+            trajectory = Trajectory(
+                log_prob=log_prob.reshape(action.shape[:2]),
+                value=value.reshape(action.shape[:2]),
+                **rollout,
+            )
             rng, key = jax.random.split(rs.rng)
             agent_state, metrics = agent.update(rs.agent, trajectory, key)
             env_steps = rs.env_steps + self.steps_per_update
@@ -187,41 +212,37 @@ class HostTrainer:
         last_return = np.array(rs.episode_return)
         history = []
         for _ in range(num_updates):
-            steps = []
+            # Fresh each update: the last update may still read the previous
+            # ones (a CPU device_put may alias NumPy memory).
+            buffers = _RolloutBuffers(self.num_steps, self.env)
             rng = rs.rng
-            for _ in range(self.num_steps):
-                obs = self._obs
-                rng, action, log_prob, value = self._act(rs.agent, rng, obs)
-                action = np.asarray(action)
-                self._obs, reward, terminated, truncated, info = self.env.step(action)
-                steps.append(
-                    (obs, action, log_prob, value, reward, terminated, truncated, info)
-                )
-            obs, action, log_prob, value, reward, term, trunc, info = zip(
-                *steps, strict=True
-            )
-            trajectory = Trajectory(
-                obs=np.stack(obs),
-                action=np.stack(action),
-                log_prob=jnp.stack(log_prob),
-                value=jnp.stack(value),
-                reward=np.stack(reward),
-                terminated=np.stack(term),
-                truncated=np.stack(trunc),
-                final_obs=np.stack([i["final_obs"] for i in info]),
-            )
-            done = trajectory.terminated | trajectory.truncated
-            returns = np.stack([i["episode_return"] for i in info])
-            lengths = np.stack([i["episode_length"] for i in info])
+            params = rs.agent.params
             for t in range(self.num_steps):
-                last_return = np.where(done[t], returns[t], last_return)
-            rs, metrics = self._update(rs._replace(rng=rng), trajectory)
-            metrics = jax.device_get(metrics)
-            metrics.update(_episode_metrics(done, returns, lengths))
-            history.append(metrics)
+                buffers.obs[t] = self._obs
+                rng, action = self._act(params, rng, self._obs)
+                action = buffers.action[t] = np.asarray(action)
+                self._obs, reward, terminated, truncated, info = self.env.step(action)
+                buffers.record(t, reward, terminated, truncated, info)
+            done = buffers.terminated | buffers.truncated
+            # Each environment's last finished episode in this rollout, if any.
+            ended = done.any(axis=0)
+            last_t = self.num_steps - 1 - np.argmax(done[::-1], axis=0)
+            last_return = np.where(
+                ended, buffers.returns[last_t, np.arange(done.shape[1])], last_return
+            )
+            rs, metrics = self._update(rs._replace(rng=rng), buffers.rollout())
+            # Stays on the device until the run ends: no sync per update beyond
+            # the one the next rollout's first action makes.
+            history.append(
+                (metrics, _episode_metrics(done, buffers.returns, buffers.lengths))
+            )
         rs = rs._replace(episode_return=jnp.asarray(last_return, jnp.float32))
         self._live = rs
-        stacked = {k: np.stack([m[k] for m in history]) for k in history[0]}
+        device, host = zip(*history, strict=True)
+        stacked = {
+            **{k: np.stack(v) for k, v in jax.device_get(_stack(device)).items()},
+            **{k: np.stack([m[k] for m in host]) for k in host[0]},
+        }
         return rs, stacked
 
     def evaluate(
@@ -229,7 +250,9 @@ class HostTrainer:
     ) -> float:
         """Mean deterministic return over `num_episodes` (see `evaluate_host`)."""
         if self._eval_env is None:
-            self._eval_env = GymnasiumVecEnv(self.env.name, min(num_episodes, 8))
+            self._eval_env = GymnasiumVecEnv(
+                self.env.name, eval_env_count(num_episodes)
+            )
             self._own_eval_env = True
         return evaluate_host(
             self._eval_env,
@@ -250,6 +273,47 @@ class HostTrainer:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class _RolloutBuffers:
+    """Preallocated [T, N, ...] NumPy arrays that one rollout is written into."""
+
+    def __init__(self, num_steps: int, env: GymnasiumVecEnv) -> None:
+        n = env.num_envs
+        obs_spec, action_spec = env.observation_spec, env.action_spec
+        shape = (num_steps, n)
+        self.obs = np.zeros((*shape, *obs_spec.shape), obs_spec.dtype)
+        self.final_obs = np.zeros_like(self.obs)
+        self.action = np.zeros((*shape, *action_spec.shape), action_spec.dtype)
+        self.reward = np.zeros(shape, np.float32)
+        self.terminated = np.zeros(shape, bool)
+        self.truncated = np.zeros(shape, bool)
+        self.returns = np.zeros(shape, np.float32)
+        self.lengths = np.zeros(shape, np.int32)
+
+    def record(self, t, reward, terminated, truncated, info) -> None:
+        self.reward[t] = reward
+        self.terminated[t] = terminated
+        self.truncated[t] = truncated
+        self.final_obs[t] = info["final_obs"]
+        self.returns[t] = info["episode_return"]
+        self.lengths[t] = info["episode_length"]
+
+    def rollout(self) -> dict[str, np.ndarray]:
+        """The `Trajectory` fields other than ``log_prob`` and ``value``."""
+        return {
+            "obs": self.obs,
+            "action": self.action,
+            "reward": self.reward,
+            "terminated": self.terminated,
+            "truncated": self.truncated,
+            "final_obs": self.final_obs,
+        }
+
+
+def _stack(trees: Any) -> Any:
+    """Leaf-wise list of each update's device metrics (fetched in one go)."""
+    return {k: [m[k] for m in trees] for k in trees[0]}
 
 
 def _episode_metrics(

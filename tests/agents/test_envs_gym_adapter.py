@@ -141,3 +141,14 @@ def test_bad_arguments():
         envs.GymnasiumVecEnv("CartPole-v1", 0)
     with pytest.raises(ValueError, match="vectorization"):
         envs.GymnasiumVecEnv("CartPole-v1", 2, vectorization="vector_entry_point")
+
+
+def test_evaluation_plays_one_environment_per_episode():
+    assert [envs.eval_env_count(n) for n in (1, 10, 32, 100)] == [1, 10, 32, 32]
+    assert envs.eval_env_count(100) == envs.MAX_EVAL_ENVS
+    with envs.GymnasiumVecEnv("CartPole-v1", envs.eval_env_count(4)) as env:
+        # Four episodes in one round: each environment plays one.
+        mean = envs.evaluate_policy(
+            env, lambda obs: np.zeros(len(obs), np.int32), seed=0, num_episodes=4
+        )
+    assert 8 <= mean <= 12  # always pushing left ends CartPole in ~10 steps

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 import agents.ppo
+from agents.envs import GymnasiumVecEnv
 from agents.ppo import (
     HostRunnerState,
+    HostTrainer,
     PPOConfig,
     RunnerState,
     make_host_train,
@@ -167,6 +169,85 @@ def test_host_trainer_resets_environments_for_a_restored_state(
     restored, metrics = host_trainer.run(HostRunnerState(*restored), 1)
     assert len(resets) == 1
     assert int(restored.update) == 3 and metrics["loss"].shape == (1,)
+
+
+def test_host_trainer_rollout_is_what_the_environments_and_policy_gave(
+    host_trainer, monkeypatch
+):
+    """The host trainer acts with the policy alone and computes log pi(a|s) and
+    v(s) of the whole rollout in its update: they must equal the per-step
+    values of the params it acted with; the transitions are the environments'
+    own, and each environment's last finished return is kept."""
+    seen, steps = [], []
+    agent = host_trainer.agent
+
+    def recording_update(agent_state, trajectory, key, **kw):
+        jax.debug.callback(
+            lambda *a: seen.append(a), agent_state.params, trajectory, ordered=True
+        )
+        return agent.update(agent_state, trajectory, key, **kw)
+
+    env = GymnasiumVecEnv("CartPole-v1", 2)
+    step = env.step
+
+    def recording_step(action):
+        out = step(action)
+        steps.append((np.array(action), *(np.array(x) for x in out[:4]), out[4]))
+        return out
+
+    monkeypatch.setattr(env, "step", recording_step)
+    recorder = HostTrainer(
+        env,
+        agent._replace(update=recording_update),
+        num_steps=host_trainer.num_steps,
+        num_updates=host_trainer.num_updates,
+    )
+    state = recorder.init(jax.random.PRNGKey(3))
+    first_obs = recorder._obs.copy()
+    num_updates = 3
+    with recorder:
+        state, _ = recorder.run(state, num_updates)
+    net = agent.networks
+    t_len = recorder.num_steps
+    assert len(seen) == num_updates and len(steps) == num_updates * t_len
+    obs = first_obs
+    for u, (params, traj) in enumerate(seen):
+        chex_shapes = {k: np.shape(v) for k, v in traj._asdict().items()}
+        assert chex_shapes["log_prob"] == chex_shapes["value"] == (t_len, 2)
+        for t in range(t_len):
+            action, next_obs, reward, term, trunc, info = steps[u * t_len + t]
+            np.testing.assert_array_equal(traj.obs[t], obs)
+            np.testing.assert_array_equal(traj.action[t], action)
+            np.testing.assert_array_equal(traj.reward[t], reward)
+            np.testing.assert_array_equal(traj.terminated[t], term)
+            np.testing.assert_array_equal(traj.truncated[t], trunc)
+            np.testing.assert_array_equal(traj.final_obs[t], info["final_obs"])
+            out = net.policy(params, obs)
+            np.testing.assert_allclose(
+                traj.log_prob[t], net.dist.log_prob(out, action), rtol=1e-5, atol=1e-6
+            )
+            np.testing.assert_allclose(
+                traj.value[t], net.value(params, obs), rtol=1e-5, atol=1e-6
+            )
+            obs = next_obs
+    # Last finished episode's return per environment (NaN: none yet).
+    want = np.full(2, np.nan, np.float32)
+    for _, _, _, term, trunc, info in steps:
+        want = np.where(term | trunc, info["episode_return"], want)
+    assert np.isfinite(want).any()
+    np.testing.assert_array_equal(np.asarray(state.episode_return), want)
+
+
+def test_host_evaluation_compiles_its_greedy_policy_once(host_trainer):
+    from agents.ppo import host
+
+    state = host_trainer.init(jax.random.PRNGKey(0))
+    host_trainer.evaluate(state.agent, jax.random.PRNGKey(1), num_episodes=3)
+    compiled = host._greedy_action._cache_size()
+    host_trainer.evaluate(state.agent, jax.random.PRNGKey(2), num_episodes=3)
+    assert host._greedy_action._cache_size() == compiled
+    # One evaluation environment per episode (all episodes in one round).
+    assert host_trainer._eval_env.num_envs == 3
 
 
 # ------------------------------------------------------------------ early stop
