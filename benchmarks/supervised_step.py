@@ -318,10 +318,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         payload["tasks"][task] = summary
         ref = summary[JAXLAB]["steps_per_s"]
+        fmt = ",.0f" if ref.get("median", 0) >= 100 else ".1f"
         rows = [
             (
                 name,
-                common.fmt_stats(s["steps_per_s"]),
+                common.fmt_stats(s["steps_per_s"], fmt),
                 common.fmt_ratio(common.ratio(ref, s["steps_per_s"])),
                 " ".join(f"{x:.1f}" for x in s["load"]),
             )
