@@ -18,11 +18,13 @@ alone, ~70 ms per step inside a loop). On other platforms (GPU, TPU) they lower 
 `jax.lax.platform_dependent` when the program is lowered, so one traced function
 serves both and the compiler never sees a conditional.
 
-``lowering="auto"`` (the default) does the above; ``"patches"`` or ``"xla"`` force
-one form everywhere. The patches form covers channels-last inputs with
+``lowering="auto"`` (the default) does the above, except for a layer whose
+patches would exceed `PATCHES_MAX_BYTES` (256 MiB: large image batches), which
+keeps XLA's convolution on a CPU too; ``"patches"`` or ``"xla"`` force one form
+everywhere. The patches form covers channels-last inputs with
 ``feature_group_count=1`` (what `nets` builds); anything else uses XLA's
-convolution. Patches hold ``prod(kernel_shape)`` times the input's activations:
-what a CPU-sized network affords, not an ImageNet one.
+convolution. Patches hold ``prod(kernel_shape)`` times the input's activations
+(LeNet on 28x28, batch 64: 45 MB in all), hence the size limit.
 """
 
 from __future__ import annotations
@@ -38,6 +40,43 @@ import numpy as np
 from jax import lax
 
 LOWERINGS = ("auto", "patches", "xla")
+# "auto" takes XLA's convolution, on a CPU too, where one layer's patches would
+# exceed this many bytes (they live until the backward pass): a big image
+# batch (e.g. 32 x 224 x 224 x 64 through a 3x3 kernel: 3.7 GB of patches)
+# trades speed for memory it may not have.
+PATCHES_MAX_BYTES = 256 << 20
+
+
+def _geometry(
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    rate: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """(pads, padded spatial shape, output spatial shape) of a convolution."""
+    dilated = [(k - 1) * r + 1 for k, r in zip(kernel, rate, strict=True)]
+    if isinstance(padding, str):
+        pads = list(lax.padtype_to_pads(spatial, dilated, stride, padding))
+    else:
+        pads = [tuple(p) for p in padding]
+    padded = [n + lo + hi for n, (lo, hi) in zip(spatial, pads, strict=True)]
+    out = [(p - d) // s + 1 for p, d, s in zip(padded, dilated, stride, strict=True)]
+    return pads, padded, out
+
+
+def patch_bytes(
+    x_shape: Sequence[int],
+    kernel: Sequence[int],
+    *,
+    stride: Sequence[int],
+    rate: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    itemsize: int = 4,
+) -> int:
+    """Bytes of the patches `patch_conv` builds for channels-last `x_shape`."""
+    _, _, out = _geometry(x_shape[1:-1], kernel, stride, rate, padding)
+    return x_shape[0] * math.prod(out) * math.prod(kernel) * x_shape[-1] * itemsize
 
 
 def patch_conv(
@@ -71,19 +110,13 @@ def patch_conv(
             f"kernel of shape {w.shape} does not fit inputs of shape {x.shape} "
             f"(expected [*kernel_shape, {x.shape[-1]}, C_out])"
         )
-    dilated = [(k - 1) * r + 1 for k, r in zip(kernel, rate, strict=True)]
-    if isinstance(padding, str):
-        pads = lax.padtype_to_pads(x.shape[1:-1], dilated, stride, padding)
-    else:
-        pads = [tuple(p) for p in padding]
-    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    padded = xp.shape[1:-1]
-    out = [(p - d) // s + 1 for p, d, s in zip(padded, dilated, stride, strict=True)]
+    pads, padded, out = _geometry(x.shape[1:-1], kernel, stride, rate, padding)
     if min(out) < 1:
         raise ValueError(
             f"a kernel of shape {tuple(kernel)} (rate {tuple(rate)}) does not fit "
-            f"inputs of spatial shape {x.shape[1:-1]} padded to {padded}"
+            f"inputs of spatial shape {x.shape[1:-1]} padded to {tuple(padded)}"
         )
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     # One strided slice per kernel offset, in the kernel's row-major order, so
     # that the channels of `patches` are ordered (offset..., C_in) as w's rows.
     slices = []
@@ -180,8 +213,18 @@ class ConvND(hk.ConvND):
                 precision=precision,
             )
 
+        size = patch_bytes(
+            inputs.shape,
+            self.kernel_shape,
+            stride=self.stride,
+            rate=self.kernel_dilation,
+            padding=self.padding,
+            itemsize=inputs.dtype.itemsize,
+        )
         if self.lowering == "patches":
             out = patches(inputs, w)
+        elif size > PATCHES_MAX_BYTES:
+            out = xla(inputs, w)
         else:
             out = lax.platform_dependent(inputs, w, cpu=patches, default=xla)
         if self.with_bias:

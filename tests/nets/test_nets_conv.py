@@ -125,6 +125,23 @@ def test_auto_lowering_leaves_no_convolution_or_conditional_on_cpu():
     assert "convolution(" in _compiled_hlo("xla")
 
 
+def test_patch_bytes_and_the_size_limit_of_auto(monkeypatch):
+    # LeNet's second convolution, batch 64: [64, 14, 14, 5 * 5 * 32] floats.
+    got = conv.patch_bytes(
+        (64, 14, 14, 32), (5, 5), stride=(1, 1), rate=(1, 1), padding="SAME"
+    )
+    assert got == 64 * 14 * 14 * 25 * 32 * 4
+    strided = conv.patch_bytes(
+        (2, 9, 9, 3), (3, 3), stride=(2, 2), rate=(1, 1), padding="VALID"
+    )
+    assert strided == 2 * 4 * 4 * 9 * 3 * 4
+    # Above the limit, "auto" keeps XLA's convolution on a CPU too.
+    assert "convolution(" not in _compiled_hlo("auto")
+    monkeypatch.setattr(conv, "PATCHES_MAX_BYTES", 2 * 8 * 8 * 9 * 3 * 4 - 1)
+    assert "convolution(" in _compiled_hlo("auto")
+    assert "convolution(" not in _compiled_hlo("patches")
+
+
 def test_unbatched_inputs_mask_and_no_bias():
     x = np.random.default_rng(3).normal(size=(7, 7, 2)).astype(np.float32)
     mask = np.ones((3, 3, 2, 4), np.float32)
