@@ -213,17 +213,20 @@ class ConvND(hk.ConvND):
                 precision=precision,
             )
 
-        size = patch_bytes(
-            inputs.shape,
-            self.kernel_shape,
-            stride=self.stride,
-            rate=self.kernel_dilation,
-            padding=self.padding,
-            itemsize=inputs.dtype.itemsize,
+        too_big = (
+            patch_bytes(
+                inputs.shape,
+                self.kernel_shape,
+                stride=self.stride,
+                rate=self.kernel_dilation,
+                padding=self.padding,
+                itemsize=inputs.dtype.itemsize,
+            )
+            > PATCHES_MAX_BYTES
         )
         if self.lowering == "patches":
             out = patches(inputs, w)
-        elif size > PATCHES_MAX_BYTES:
+        elif too_big:
             out = xla(inputs, w)
         else:
             out = lax.platform_dependent(inputs, w, cpu=patches, default=xla)

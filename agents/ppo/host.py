@@ -239,11 +239,8 @@ class HostTrainer:
         rs = rs._replace(episode_return=jnp.asarray(last_return, jnp.float32))
         self._live = rs
         device, host = zip(*history, strict=True)
-        stacked = {
-            **{k: np.stack(v) for k, v in jax.device_get(_stack(device)).items()},
-            **{k: np.stack([m[k] for m in host]) for k in host[0]},
-        }
-        return rs, stacked
+        rows = [{**d, **h} for d, h in zip(jax.device_get(device), host, strict=True)]
+        return rs, {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
     def evaluate(
         self, agent_state: Any, key: jax.Array, *, num_episodes: int = 10
@@ -309,11 +306,6 @@ class _RolloutBuffers:
             "truncated": self.truncated,
             "final_obs": self.final_obs,
         }
-
-
-def _stack(trees: Any) -> Any:
-    """Leaf-wise list of each update's device metrics (fetched in one go)."""
-    return {k: [m[k] for m in trees] for k in trees[0]}
 
 
 def _episode_metrics(
