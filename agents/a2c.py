@@ -33,6 +33,7 @@ from agents.ppo.agent import (
     annealing_fraction,
     current_learning_rate,
     make_act,
+    make_act_drawn,
     make_transform,
     normalize,
     truncation_aware_gae,
@@ -212,7 +213,13 @@ def a2c(
         }
         return A2CState(params, opt_state, state.update_count + 1), metrics
 
-    return Agent(init=init, act=make_act(networks), update=update, networks=networks)
+    return Agent(
+        init=init,
+        act=make_act(networks),
+        update=update,
+        networks=networks,
+        **make_act_drawn(networks),
+    )
 
 
 def make_train(

@@ -21,6 +21,7 @@ from agents.envs.base import (
     auto_reset,
     box_spec,
     discrete_spec,
+    drawn_step,
     initial_state,
     make_environment,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "box_spec",
     "cartpole_state",
     "discrete_spec",
+    "drawn_step",
     "from_gymnax",
     "initial_state",
     "make",

@@ -133,6 +133,14 @@ class Environment(NamedTuple):
       action_spec: spec of one action.
       name: environment id, e.g. `"CartPole-v1"`.
       max_episode_steps: time limit after which `truncated` is set, or `None`.
+      draw: `(key) -> drawn`, every random draw one `step` makes (a pytree; for
+        the built-in environments the physics key and the next episode's
+        `reset`), or `None`.
+      step_drawn: `(drawn, state, action) -> TimeStep`, `step` with its draws
+        given: ``step(key, s, a) == step_drawn(draw(key), s, a)``, or `None`.
+        A training loop draws a whole rollout's worth in one batched call
+        before its loop of steps (`drawn_step`): inside a compiled loop on a
+        CPU, each random draw is several small kernels per step.
     """
 
     reset: Callable[[jax.Array], tuple[jax.Array, Any]]
@@ -141,6 +149,18 @@ class Environment(NamedTuple):
     action_spec: Spec
     name: str
     max_episode_steps: int | None = None
+    draw: Callable[[jax.Array], Any] | None = None
+    step_drawn: Callable[[Any, Any, jax.Array], TimeStep] | None = None
+
+
+def drawn_step(
+    env: Environment,
+) -> tuple[Callable[[jax.Array], Any], Callable[[Any, Any, jax.Array], TimeStep]]:
+    """``(draw, step_drawn)`` of `env`, or ``(identity, step)`` where it has none
+    (the draws are then the keys themselves, and `step` makes them)."""
+    if env.draw is None or env.step_drawn is None:
+        return (lambda key: key), env.step
+    return env.draw, env.step_drawn
 
 
 class EnvState(NamedTuple):
@@ -216,11 +236,19 @@ def make_environment(
         physics = reset_physics(key)
         return observe(physics), initial_state(physics)
 
-    def step(key: jax.Array, state: EnvState, action: jax.Array) -> TimeStep:
+    def draw(key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, EnvState]]:
+        step_key, reset_key = jax.random.split(key)
+        return step_key, reset(reset_key)
+
+    def step_drawn(
+        drawn: tuple[jax.Array, tuple[jax.Array, EnvState]],
+        state: EnvState,
+        action: jax.Array,
+    ) -> TimeStep:
         action = jnp.asarray(action)
         chex.assert_rank(action, len(action_spec.shape))
         chex.assert_type(action, action_kind)
-        step_key, reset_key = jax.random.split(key)
+        step_key, reset_out = drawn
         physics, reward, terminated = step_physics(step_key, state.physics, action)
         reward = jnp.asarray(reward, jnp.float32)
         terminated = jnp.asarray(terminated, jnp.bool_)
@@ -234,7 +262,7 @@ def make_environment(
 
         obs, state = auto_reset(
             terminated | truncated,
-            reset(reset_key),
+            reset_out,
             (final_obs, EnvState(physics, time, episode_return)),
         )
         info = {
@@ -244,6 +272,9 @@ def make_environment(
         }
         return TimeStep(obs, state, reward, terminated, truncated, info)
 
+    def step(key: jax.Array, state: EnvState, action: jax.Array) -> TimeStep:
+        return step_drawn(draw(key), state, action)
+
     return Environment(
         reset=reset,
         step=step,
@@ -251,4 +282,6 @@ def make_environment(
         action_spec=action_spec,
         name=name,
         max_episode_steps=max_episode_steps,
+        draw=draw,
+        step_drawn=step_drawn,
     )

@@ -265,11 +265,19 @@ def from_gymnax(
         obs, state = env.reset_env(key, params)
         return jnp.asarray(obs, jnp.float32), base.initial_state(state)
 
-    def step(key: jax.Array, state: base.EnvState, action: jax.Array) -> base.TimeStep:
+    def draw(key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, base.EnvState]]:
+        step_key, reset_key = jax.random.split(key)
+        return step_key, reset(reset_key)
+
+    def step_drawn(
+        drawn: tuple[jax.Array, tuple[jax.Array, base.EnvState]],
+        state: base.EnvState,
+        action: jax.Array,
+    ) -> base.TimeStep:
         action = jnp.asarray(action)
         chex.assert_rank(action, len(action_spec.shape))
         chex.assert_type(action, action_kind)
-        step_key, reset_key = jax.random.split(key)
+        step_key, reset_out = drawn
         final_obs, physics, reward, done, _ = env.step_env(
             step_key, state.physics, action, params
         )
@@ -285,7 +293,7 @@ def from_gymnax(
         episode_return = state.episode_return + reward
         obs, new_state = base.auto_reset(
             done,
-            reset(reset_key),
+            reset_out,
             (final_obs, base.EnvState(physics, time, episode_return)),
         )
         info = {
@@ -295,6 +303,9 @@ def from_gymnax(
         }
         return base.TimeStep(obs, new_state, reward, terminated, truncated, info)
 
+    def step(key: jax.Array, state: base.EnvState, action: jax.Array) -> base.TimeStep:
+        return step_drawn(draw(key), state, action)
+
     return base.Environment(
         reset=reset,
         step=step,
@@ -302,6 +313,8 @@ def from_gymnax(
         action_spec=action_spec,
         name=name,
         max_episode_steps=max_steps,
+        draw=draw,
+        step_drawn=step_drawn,
     )
 
 

@@ -94,12 +94,21 @@ class Agent(NamedTuple):
         result (identical on every device) equals the single-device update on
         the whole [T, B] batch.
       networks: the `ActorCritic` the agent acts with.
+      draw: ``(keys [B]) -> noise`` the stochastic actions of a batch of keys
+        draw (a pytree of [B, ...] arrays), or None.
+      act_drawn: ``(state, noise, obs [B, ...]) -> (action, log_prob, value)``
+        with ``act(state, keys, obs) == act_drawn(state, draw(keys), obs)``
+        for a batch of keys, or None. The training loop draws a whole
+        rollout's noise before its loop of steps (cheaper on a CPU); an agent
+        without these two is driven with `act` and per-step keys, the same run.
     """
 
     init: Callable[..., Any]
     act: Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
     update: Callable[..., tuple[Any, Metrics]]
     networks: ActorCritic
+    draw: Callable[[jax.Array], Any] | None = None
+    act_drawn: Callable[..., tuple[jax.Array, jax.Array, jax.Array]] | None = None
 
 
 def truncation_aware_gae(
@@ -255,6 +264,26 @@ def make_act(networks: ActorCritic) -> Callable[..., Any]:
         return action, dist.log_prob(out, action), networks.value(state.params, obs)
 
     return act
+
+
+def make_act_drawn(networks: ActorCritic) -> dict[str, Callable[..., Any] | None]:
+    """``{"draw": ..., "act_drawn": ...}`` of an `Agent` acting with `networks`
+    (see `Agent`; both None if the distribution has no `draw`)."""
+    dist = networks.dist
+    if dist.draw is None or dist.sample_drawn is None:
+        return {"draw": None, "act_drawn": None}
+
+    def draw(keys: jax.Array) -> jax.Array:
+        return jax.vmap(dist.draw)(keys)
+
+    def act_drawn(
+        state: Any, noise: jax.Array, obs: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        out = networks.policy(state.params, obs)
+        action = dist.sample_drawn(out, noise)
+        return action, dist.log_prob(out, action), networks.value(state.params, obs)
+
+    return {"draw": draw, "act_drawn": act_drawn}
 
 
 def ppo(
@@ -431,4 +460,10 @@ def ppo(
         new_state = PPOState(params, opt_state, state.update_count + 1)
         return new_state, metrics
 
-    return Agent(init=init, act=make_act(networks), update=update, networks=networks)
+    return Agent(
+        init=init,
+        act=make_act(networks),
+        update=update,
+        networks=networks,
+        **make_act_drawn(networks),
+    )

@@ -54,12 +54,21 @@ class ActionDist(NamedTuple):
       mode: ``(out) -> actions``: argmax (discrete) or the mean (Gaussian).
       log_prob: ``(out, actions) -> [B]``.
       entropy: ``(out) -> [B]``, in nats.
+      draw: ``(key) -> noise`` of one row's sample (Gumbel [A], or standard
+        normal [D]), or None where the size is unknown.
+      sample_drawn: ``(out, noise [B, ...]) -> actions``, with ``sample(keys,
+        out) == sample_drawn(out, jax.vmap(draw)(keys))`` bit for bit for a batch
+        of keys. A training loop draws a whole rollout's noise in one batched
+        call before its loop of steps (`agents.ppo.training`): inside a loop
+        each random draw is several small kernels on a CPU.
     """
 
     sample: Callable[[jax.Array, PolicyOutput], jax.Array]
     mode: Callable[[PolicyOutput], jax.Array]
     log_prob: Callable[[PolicyOutput, jax.Array], jax.Array]
     entropy: Callable[[PolicyOutput], jax.Array]
+    draw: Callable[[jax.Array], jax.Array] | None = None
+    sample_drawn: Callable[[PolicyOutput, jax.Array], jax.Array] | None = None
 
 
 def is_key_batch(key: jax.Array) -> bool:
@@ -68,24 +77,35 @@ def is_key_batch(key: jax.Array) -> bool:
     return key.ndim == (1 if typed else 2)
 
 
-def categorical() -> ActionDist:
-    """A softmax policy over logits [B, A]."""
+def categorical(num_actions: int | None = None) -> ActionDist:
+    """A softmax policy over logits [B, A] (`num_actions` = A enables `draw`)."""
 
     def sample(key: jax.Array, logits: jax.Array) -> jax.Array:
         if is_key_batch(key):
             return jax.vmap(jax.random.categorical)(key, logits).astype(jnp.int32)
         return jax.random.categorical(key, logits).astype(jnp.int32)
 
+    def draw(key: jax.Array) -> jax.Array:
+        # What `jax.random.categorical(key, logits [A])` draws: Gumbel noise [A].
+        return jax.random.gumbel(key, (num_actions,), jnp.float32)
+
+    def sample_drawn(logits: jax.Array, noise: jax.Array) -> jax.Array:
+        chex.assert_equal_shape([logits, noise])
+        return jnp.argmax(noise + logits, axis=-1).astype(jnp.int32)
+
     return ActionDist(
         sample=sample,
         mode=lambda logits: jnp.argmax(logits, axis=-1).astype(jnp.int32),
         log_prob=categorical_log_prob,
         entropy=categorical_entropy,
+        draw=None if num_actions is None else draw,
+        sample_drawn=sample_drawn,
     )
 
 
-def gaussian() -> ActionDist:
-    """A diagonal Gaussian policy over ``(mean [B, D], log_std [D])``.
+def gaussian(action_dim: int | None = None) -> ActionDist:
+    """A diagonal Gaussian policy over ``(mean [B, D], log_std [D])``
+    (`action_dim` = D enables `draw`).
 
     Actions are not squashed or clipped here: environments clip them to their
     bounds (as gymnasium's Pendulum does), and log-probabilities are those of the
@@ -101,6 +121,14 @@ def gaussian() -> ActionDist:
             noise = jax.random.normal(key, mean.shape)
         return mean + jnp.exp(log_std) * noise
 
+    def draw(key: jax.Array) -> jax.Array:
+        return jax.random.normal(key, (action_dim,), jnp.float32)
+
+    def sample_drawn(out: PolicyOutput, noise: jax.Array) -> jax.Array:
+        mean, log_std = out
+        chex.assert_equal_shape([mean, noise])
+        return mean + jnp.exp(log_std) * noise
+
     def entropy(out: PolicyOutput) -> jax.Array:
         mean, log_std = out
         return gaussian_entropy(jnp.broadcast_to(log_std, mean.shape))
@@ -110,19 +138,21 @@ def gaussian() -> ActionDist:
         mode=lambda out: out[0],
         log_prob=lambda out, a: gaussian_log_prob(out[0], out[1], a),
         entropy=entropy,
+        draw=None if action_dim is None else draw,
+        sample_drawn=sample_drawn,
     )
 
 
 def action_dist(action_spec: Spec) -> ActionDist:
     """`categorical` for a discrete spec, `gaussian` for a [D] box spec."""
     if action_spec.is_discrete:
-        return categorical()
+        return categorical(action_spec.num_values)
     if len(action_spec.shape) != 1:
         raise ValueError(
             f"action_spec: expected a discrete or a 1-D box spec, got shape "
             f"{action_spec.shape}"
         )
-    return gaussian()
+    return gaussian(action_spec.shape[0])
 
 
 class ActorCritic(NamedTuple):

@@ -353,6 +353,17 @@ def evaluate(
     return jnp.mean(returns)
 
 
+# Above this, a rollout's environment draws (`draw_rollout`: a reset per step
+# and environment) are made step by step instead (large observations).
+MAX_DRAWN_BYTES = 64 << 20
+
+
+def drawn_bytes(draw: Callable[[jax.Array], Any], count: int) -> int:
+    """Bytes of `count` results of ``draw(key)`` (one raw uint32 key each)."""
+    out = jax.eval_shape(draw, jax.ShapeDtypeStruct((2,), jnp.uint32))
+    return count * sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(out))
+
+
 def make_on_policy_train(
     env: Environment,
     agent: Agent,
@@ -399,11 +410,38 @@ def make_on_policy_train(
     axis_name = None if devices is None else AXIS
     local_envs = _dp.split_evenly(num_envs, num_devices, "env.num_envs", "environments")
     update_kwargs = {} if axis_name is None else {"axis_name": axis_name}
-    vstep = jax.vmap(env.step)
+    env_draw, env_step_drawn = _envs.drawn_step(env)
+    if drawn_bytes(env_draw, num_steps * local_envs) > MAX_DRAWN_BYTES:
+        env_draw, env_step_drawn = _envs.drawn_step(env._replace(draw=None))
+    vstep = jax.vmap(env_step_drawn)
+    if agent.draw is None or agent.act_drawn is None:
+        agent_draw, act_drawn = (lambda keys: keys), agent.act
+    else:
+        agent_draw, act_drawn = agent.draw, agent.act_drawn
 
     def per_env(key: jax.Array) -> jax.Array:
         """This device's slice of ``num_envs`` keys split from `key`."""
         return _dp.local_slice(jax.random.split(key, num_envs), axis_name, local_envs)
+
+    def draw_rollout(rng: jax.Array) -> tuple[jax.Array, Any]:
+        """The random draws of a rollout's `num_steps` steps, made before them.
+
+        The keys are those of splitting ``rng`` at each step (so the run is the
+        same), but the actions' noise and the environments' draws (a fresh
+        episode's reset for every step) are then made for all the steps in one
+        batched call each: inside the loop of steps each draw would be several
+        small kernels per step (PureJaxRL's defaults on a CPU: 1.47 -> 0.93 ms
+        per 128-step rollout of 4 CartPoles).
+        """
+
+        def split(rng: jax.Array, _):
+            rng, act_key, step_key = jax.random.split(rng, 3)
+            return rng, (act_key, step_key)
+
+        rng, (act_keys, step_keys) = jax.lax.scan(split, rng, None, num_steps)
+        act_keys, step_keys = jax.vmap(per_env)(act_keys), jax.vmap(per_env)(step_keys)
+        noise = jax.vmap(agent_draw)(act_keys)  # [T, N / D, ...]
+        return rng, (noise, jax.vmap(jax.vmap(env_draw))(step_keys))
 
     def init(key: jax.Array) -> RunnerState:
         key = key_data(key)
@@ -419,10 +457,10 @@ def make_on_policy_train(
             episode_return=jnp.full((num_envs,), jnp.nan, jnp.float32),
         )
 
-    def env_step(rs: RunnerState, _):
-        rng, act_key, step_key = jax.random.split(rs.rng, 3)
-        action, log_prob, value = agent.act(rs.agent, per_env(act_key), rs.obs)
-        ts = vstep(per_env(step_key), rs.env_state, action)
+    def env_step(rs: RunnerState, drawn: Any):
+        noise, env_drawn = drawn
+        action, log_prob, value = act_drawn(rs.agent, noise, rs.obs)
+        ts = vstep(env_drawn, rs.env_state, action)
         transition = Trajectory(
             obs=rs.obs,
             action=action,
@@ -435,15 +473,14 @@ def make_on_policy_train(
         )
         done = ts.terminated | ts.truncated
         last_return = jnp.where(done, ts.info["episode_return"], rs.episode_return)
-        rs = rs._replace(
-            env_state=ts.state, obs=ts.obs, rng=rng, episode_return=last_return
-        )
+        rs = rs._replace(env_state=ts.state, obs=ts.obs, episode_return=last_return)
         episode = (done, ts.info["episode_return"], ts.info["episode_length"])
         return rs, (transition, episode)
 
     def update_step(rs: RunnerState, _):
-        rs, (trajectory, episode) = jax.lax.scan(env_step, rs, None, num_steps)
-        rng, update_key = jax.random.split(rs.rng)
+        rng, drawn = draw_rollout(rs.rng)
+        rs, (trajectory, episode) = jax.lax.scan(env_step, rs, drawn)
+        rng, update_key = jax.random.split(rng)
         agent_state, metrics = agent.update(
             rs.agent, trajectory, update_key, **update_kwargs
         )
