@@ -5,7 +5,8 @@ Three ways to define a network, all used through `hk.transform_with_state`:
 1. a spec (layer list, functional graph or builtin module) -> `build_network`;
 2. the ready-made modules (`MLP`, `ConvNet`, `LeNet`, `ResNet`, `LSTM`, `GRU`) and
    the convolutions they use (`Conv1D`, `Conv2D`, `Conv3D`: `hk.ConvND` that runs
-   as patches and a matmul on a CPU, see `nets.conv`);
+   as patches and a matmul on a CPU, see `nets.conv`), and `Linear` (`hk.Linear`
+   with a faster weight gradient on a CPU, reverse-mode only: `nets.linear`);
 3. your own `hk.Module` subclass, Keras-"subclassing" style::
 
      class MyNet(hk.Module):
@@ -36,6 +37,7 @@ from nets.conv import ConvND as ConvND
 from nets.layers import DEFAULT_REGULARIZER_SCALE as DEFAULT_REGULARIZER_SCALE
 from nets.layers import LAYERS as LAYERS
 from nets.layers import LayerDef as LayerDef
+from nets.linear import Linear as Linear
 from nets.modules import MLP as MLP
 from nets.modules import ConvNet as ConvNet
 from nets.modules import Dropout as Dropout
@@ -52,6 +54,7 @@ __all__ = [
     "GRU",
     "LAYERS",
     "LSTM",
+    "Linear",
     "MLP",
     "Conv1D",
     "Conv2D",

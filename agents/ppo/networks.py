@@ -37,7 +37,7 @@ from agents.losses import (
     gaussian_entropy,
     gaussian_log_prob,
 )
-from nets import get_activation
+from nets import Linear, get_activation
 
 Params = Any
 # Logits [B, A] for a discrete policy; (mean [B, D], log_std [D]) for a Gaussian.
@@ -180,9 +180,9 @@ def _mlp(
     x = x.reshape(x.shape[0], -1).astype(jnp.float32)  # [B, F]: flattens images
     for i, size in enumerate(hidden):
         w_init = hk.initializers.Orthogonal(math.sqrt(2.0))
-        x = act(hk.Linear(size, w_init=w_init, name=f"linear_{i}")(x))
+        x = act(Linear(size, w_init=w_init, name=f"linear_{i}")(x))
     w_init = hk.initializers.Orthogonal(gain)
-    return hk.Linear(out_size, w_init=w_init, name="head")(x)  # [B, out_size]
+    return Linear(out_size, w_init=w_init, name="head")(x)  # [B, out_size]
 
 
 def _mlp_layers(
