@@ -204,6 +204,24 @@ def auto_reset(
     return jax.tree.map(lambda new, old: jnp.where(done, new, old), reset_out, step_out)
 
 
+def split_draws(
+    reset: Callable[[jax.Array], tuple[jax.Array, Any]],
+    step_drawn: Callable[[Any, Any, jax.Array], TimeStep],
+) -> tuple[Callable[[jax.Array], Any], Callable[[jax.Array, Any, jax.Array], TimeStep]]:
+    """``(draw, step)`` of an auto-resetting environment whose step draws a physics
+    key and the next episode's `reset`: ``draw(key) = (step_key, reset(reset_key))``
+    from ``jax.random.split(key)``, and ``step = step_drawn(draw(key), ...)``."""
+
+    def draw(key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+        step_key, reset_key = jax.random.split(key)
+        return step_key, reset(reset_key)
+
+    def step(key: jax.Array, state: Any, action: jax.Array) -> TimeStep:
+        return step_drawn(draw(key), state, action)
+
+    return draw, step
+
+
 def make_environment(
     *,
     name: str,
@@ -235,10 +253,6 @@ def make_environment(
     def reset(key: jax.Array) -> tuple[jax.Array, EnvState]:
         physics = reset_physics(key)
         return observe(physics), initial_state(physics)
-
-    def draw(key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, EnvState]]:
-        step_key, reset_key = jax.random.split(key)
-        return step_key, reset(reset_key)
 
     def step_drawn(
         drawn: tuple[jax.Array, tuple[jax.Array, EnvState]],
@@ -272,9 +286,7 @@ def make_environment(
         }
         return TimeStep(obs, state, reward, terminated, truncated, info)
 
-    def step(key: jax.Array, state: EnvState, action: jax.Array) -> TimeStep:
-        return step_drawn(draw(key), state, action)
-
+    draw, step = split_draws(reset, step_drawn)
     return Environment(
         reset=reset,
         step=step,

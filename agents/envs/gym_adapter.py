@@ -265,10 +265,6 @@ def from_gymnax(
         obs, state = env.reset_env(key, params)
         return jnp.asarray(obs, jnp.float32), base.initial_state(state)
 
-    def draw(key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, base.EnvState]]:
-        step_key, reset_key = jax.random.split(key)
-        return step_key, reset(reset_key)
-
     def step_drawn(
         drawn: tuple[jax.Array, tuple[jax.Array, base.EnvState]],
         state: base.EnvState,
@@ -303,9 +299,7 @@ def from_gymnax(
         }
         return base.TimeStep(obs, new_state, reward, terminated, truncated, info)
 
-    def step(key: jax.Array, state: base.EnvState, action: jax.Array) -> base.TimeStep:
-        return step_drawn(draw(key), state, action)
-
+    draw, step = base.split_draws(reset, step_drawn)
     return base.Environment(
         reset=reset,
         step=step,
