@@ -26,9 +26,14 @@ def _budget(raw: dict[str, Any], total_env_steps: int | None) -> int:
 
 
 def ppo_jax(
-    seed: int, config: str, total_env_steps: int | None = None, eval_episodes: int = 20
+    seed: int,
+    config: str,
+    total_env_steps: int | None = None,
+    eval_episodes: int = 20,
+    rollout_unroll: int = 1,
 ) -> dict[str, Any]:
-    """PPO (or A2C) on the JAX-native environment: ``jit(trainer.train)``."""
+    """PPO on the JAX-native environment: ``jit(trainer.train)``
+    (`rollout_unroll`: see `agents.ppo.make_on_policy_train`)."""
     import jax
 
     from agents import ppo
@@ -41,6 +46,7 @@ def ppo_jax(
         raw["optimizer"],
         num_envs=raw["env"]["num_envs"],
         total_env_steps=_budget(raw, total_env_steps),
+        rollout_unroll=rollout_unroll,
     )
     key = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()

@@ -44,6 +44,9 @@ def _jobs(section: str, args: Any, rejax_python: str | None) -> list[Job]:
         jobs = [
             Job(JAXLAB, "benchmarks.rl_jobs:ppo_jax",
                 {"config": "cartpole_ppo", "total_env_steps": steps}),
+            Job(f"{JAXLAB}, rollout_unroll=2", "benchmarks.rl_jobs:ppo_jax",
+                {"config": "cartpole_ppo", "total_env_steps": steps,
+                 "rollout_unroll": 2}),
             Job("PureJaxRL (reference)", "benchmarks.purejaxrl_ppo:throughput",
                 {"total_env_steps": steps}),
         ]  # fmt: skip

@@ -124,6 +124,34 @@ def test_notebook_one_liner_learns_catch():
     assert np.nanmean(metrics["episode_return"][-10:]) > 0.5
 
 
+def test_unrolled_rollout_gives_the_same_run(trainer):
+    # 3 steps per trip of an 8-step rollout: two full trips and a remainder.
+    unrolled = make_train(
+        "CartPole-v1",
+        CONFIG,
+        OPT,
+        num_envs=2,
+        total_env_steps=16 * NUM_UPDATES,
+        rollout_unroll=3,
+    )
+    state = trainer.init(jax.random.PRNGKey(3))
+    _assert_trees_equal(unrolled.init(jax.random.PRNGKey(3)), state)
+    expected = trainer.run(state, NUM_UPDATES)
+    got = unrolled.run(state, NUM_UPDATES)
+    assert got[1]["loss"].shape == (NUM_UPDATES,)
+    _assert_trees_equal(got, expected)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="rollout_unroll"):
+            make_train(
+                "CartPole-v1",
+                CONFIG,
+                OPT,
+                num_envs=2,
+                total_env_steps=16 * NUM_UPDATES,
+                rollout_unroll=bad,
+            )
+
+
 def test_bad_budgets_and_minibatches_name_the_field():
     with pytest.raises(ValueError, match="agent.num_minibatches"):
         make_train(
