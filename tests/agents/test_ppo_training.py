@@ -357,3 +357,16 @@ def test_notebook_one_liner_early_stop():
         agents.ppo.train("CartPole-v1", 64, eval_every=16, **small)
     with pytest.raises(ValueError, match="eval_every"):
         agents.ppo.train("CartPole-v1", 64, target_return=1, eval_every=8, **small)
+
+
+def test_cpu_compile_options_yield_to_xla_flags(monkeypatch):
+    from agents.ppo.training import rarely_run_options, training_options
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    assert training_options() == {"xla_backend_optimization_level": 1}
+    assert rarely_run_options() == {"xla_backend_optimization_level": 0}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
+    assert training_options() is None and rarely_run_options() is None
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.delenv("XLA_FLAGS")
+    assert training_options() is None and rarely_run_options() is None
