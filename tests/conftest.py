@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,31 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
         cwd=cwd or REPO,
         timeout=600,
     )
+
+
+class CompileEvents:
+    """(function name, thread name) of each XLA compilation, in order."""
+
+    def __init__(self):
+        self.events: list[tuple[str, str]] = []
+
+    def __call__(self, event, duration, **kwargs):
+        del duration
+        if event == "/jax/core/compile/backend_compile_duration":
+            name = kwargs.get("fun_name", "")
+            self.events.append((name, threading.current_thread().name))
+
+    def of(self, name: str) -> list[str]:
+        """Threads that compiled ``jax.jit(<function called name>)``."""
+        return [thread for fun, thread in self.events if fun == f"jit({name})"]
+
+
+@pytest.fixture
+def compiles():
+    """Records the XLA compilations made during the test (`CompileEvents`)."""
+    import jax
+
+    recorder = CompileEvents()
+    jax.monitoring.register_event_duration_secs_listener(recorder)
+    yield recorder
+    jax.monitoring.unregister_event_duration_listener(recorder)

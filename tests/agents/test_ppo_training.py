@@ -359,6 +359,29 @@ def test_notebook_one_liner_early_stop():
         agents.ppo.train("CartPole-v1", 64, target_return=1, eval_every=8, **small)
 
 
+def test_train_until_and_train_compile_run_and_evaluate_while_init_runs(compiles):
+    """`run` (and `evaluate`) compile on background threads while `init` runs,
+    once each: the later calls reuse them (`jaxlab.compile`)."""
+    config = PPOConfig(num_steps=8, update_epochs=1, num_minibatches=2, hidden=(4,))
+    fresh = make_train("CartPole-v1", config, OPT, num_envs=2, total_env_steps=64)
+    key = jax.random.PRNGKey(3)
+    state, metrics = fresh.train_until(
+        key, target_return=1e9, eval_every=2, eval_episodes=2
+    )
+    assert int(state.update) == fresh.num_updates == 4
+    (run_thread,) = compiles.of("run_local")
+    (eval_thread,) = compiles.of("evaluate_fn")
+    (init_thread,) = compiles.of("init")
+    assert run_thread.startswith("jaxlab-compile"), compiles.events
+    assert eval_thread.startswith("jaxlab-compile"), compiles.events
+    assert not init_thread.startswith("jaxlab-compile")
+    # The whole budget in one call: its own `run` program, compiled ahead too.
+    trained, _ = fresh.train(key)
+    whole = compiles.of("run_local")
+    assert len(whole) == 2 and whole[1].startswith("jaxlab-compile"), whole
+    _assert_trees_equal(state, trained)
+
+
 def test_cpu_compile_options_yield_to_xla_flags(monkeypatch):
     from agents.ppo.training import rarely_run_options, training_options
 
