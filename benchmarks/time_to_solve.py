@@ -5,7 +5,8 @@ and the evaluation that shows the policy works, all counted (the parent stamps
 the time it spawns each child). Contestants, alternating, at PureJaxRL's
 default hyperparameters (configs/cartpole_ppo.yaml, 5e5 steps):
 
-- jaxlab, one call: ``jax.jit(trainer.train)`` over the whole budget, then
+- jaxlab, one call: ``trainer.train(key)`` over the whole budget (what
+  ``agents.ppo.train(...)`` runs: ``run`` compiles while ``init`` runs), then
   evaluate (what PureJaxRL does).
 - jaxlab, chunks: the public early stop, ``trainer.train_until(key,
   target_return=475, eval_every=16)`` (what ``agents.ppo.train(...,
