@@ -42,7 +42,6 @@ host_state = trainer.to_host(state)       # full NumPy arrays, to checkpoint
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -56,7 +55,12 @@ from agents import envs as _envs
 from agents.envs import Environment
 from agents.ppo.agent import Agent, Trajectory, ppo
 from agents.ppo.config import PPOConfig
-from jaxlab.compile import run_while_compiling
+from jaxlab.compile import (
+    is_staged,
+    jit_rarely_run,
+    jit_training,
+    run_while_compiling,
+)
 from jaxlab.config import OptimizerConfig, validate
 from jaxlab.optim import make_optimizer
 from jaxlab.parallel import AXIS
@@ -119,39 +123,6 @@ class Trainer(NamedTuple):
     steps_per_update: int
     to_host: Callable[[Any], Any] = _dp.to_host
     num_devices: int = 1
-
-    def _init_compiling(
-        self,
-        key: jax.Array,
-        num_updates: int,
-        *,
-        eval_key: jax.Array | None = None,
-        eval_episodes: int | None = None,
-    ) -> RunnerState:
-        """``init(key)``, while ``run(state, num_updates)`` (and, with
-        `eval_episodes`, ``evaluate(state.agent, <key like eval_key>,
-        num_episodes=eval_episodes)``) compile on background threads, so the
-        calls that follow find them compiled (`jaxlab.compile`; CartPole at
-        PureJaxRL's settings, 2 cores: init + chunk + evaluation 4.0 -> 3.5 s
-        from a cold start). One device only (a data-parallel `run` compiles
-        when called), and only functions that can be lowered (a `Trainer` may
-        carry plain ones)."""
-        run_lower = getattr(self.run, "lower", None)
-        eval_lower = (
-            None if eval_episodes is None else getattr(self.evaluate, "lower", None)
-        )
-        if self.num_devices != 1 or (run_lower is None and eval_lower is None):
-            return self.init(key)
-        abstract = jax.eval_shape(self.init, key)
-        ahead = []
-        if run_lower is not None:
-            ahead.append(lambda: run_lower(abstract, num_updates))
-        if eval_lower is not None:
-            key_like = jax.eval_shape(lambda k: jax.random.fold_in(k, 1), eval_key)
-            ahead.append(
-                lambda: eval_lower(abstract.agent, key_like, num_episodes=eval_episodes)
-            )
-        return run_while_compiling(lambda: self.init(key), ahead)
 
     def train_until(
         self,
@@ -216,8 +187,12 @@ class Trainer(NamedTuple):
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         eval_key = key if eval_key is None else eval_key
         every, episodes = int(eval_every), int(eval_episodes)
-        state = self._init_compiling(
-            key, min(every, self.num_updates), eval_key=eval_key, eval_episodes=episodes
+        state = init_compiling_ahead(
+            self,
+            key,
+            min(every, self.num_updates),
+            eval_key=eval_key,
+            eval_episodes=episodes,
         )
         chunks, returns, done = [], [], 0
         while done < self.num_updates:
@@ -237,6 +212,40 @@ class Trainer(NamedTuple):
         }
         out["eval_return"] = np.concatenate(returns)
         return state, out
+
+
+def init_compiling_ahead(
+    trainer: Trainer,
+    key: jax.Array,
+    num_updates: int,
+    *,
+    eval_key: jax.Array | None = None,
+    eval_episodes: int | None = None,
+) -> RunnerState:
+    """``trainer.init(key)``, while ``trainer.run(state, num_updates)`` (and,
+    with `eval_episodes`, ``trainer.evaluate(state.agent, <a key like
+    eval_key>, num_episodes=eval_episodes)``) compile on background threads,
+    so the calls that follow find them compiled (`jaxlab.compile`; CartPole
+    at PureJaxRL's settings, 2 cores: init + chunk + evaluation 4.0 -> 3.5 s
+    from a cold start). One device only (a data-parallel `run` compiles when
+    called), and only functions that can be lowered (a `Trainer` may carry
+    plain ones)."""
+    run_lower = getattr(trainer.run, "lower", None)
+    eval_lower = (
+        None if eval_episodes is None else getattr(trainer.evaluate, "lower", None)
+    )
+    if trainer.num_devices != 1 or (run_lower is None and eval_lower is None):
+        return trainer.init(key)
+    abstract = jax.eval_shape(trainer.init, key)
+    ahead = []
+    if run_lower is not None:
+        ahead.append(lambda: run_lower(abstract, num_updates))
+    if eval_lower is not None:
+        key_like = jax.eval_shape(lambda k: jax.random.fold_in(k, 1), eval_key)
+        ahead.append(
+            lambda: eval_lower(abstract.agent, key_like, num_episodes=eval_episodes)
+        )
+    return run_while_compiling(lambda: trainer.init(key), ahead)
 
 
 def key_data(key: jax.Array) -> jax.Array:
@@ -275,92 +284,6 @@ def num_updates_for(total_env_steps: float, steps_per_update: int) -> int:
             f"of num_envs * num_steps = {steps_per_update} steps"
         )
     return num_updates
-
-
-# XLA options of the programs that run once (`init`) or a few times (`evaluate`).
-# On a CPU, LLVM's optimisation passes are about half of their compile time; a
-# notebook user waits for compilation once per process, but for these programs'
-# run time only briefly (CartPole, PureJaxRL's config, cold start: init compile
-# 1.0 -> 0.6 s CPU, evaluate 1.5 -> 0.8 s, a 20-episode greedy evaluation 10 ->
-# 27 ms).
-_RARELY_RUN_CPU = {"xla_backend_optimization_level": 0}
-# The training program (`run`): LLVM's level 1 instead of XLA's default 3. XLA:CPU
-# emits its loops already vectorised and hands the products to YNNPACK/Eigen,
-# so the higher levels' extra passes buy no speed here (level 2 compiles as long
-# as level 1: 2.81 vs 2.82 s, in 10 alternating runs). Level 1 kept the floats bit for
-# bit on the PPO configs (A2C's differ in the last bit from the first update:
-# an FMA contracted differently; level 0 changes more and runs 4x slower).
-# PureJaxRL's CartPole config: compile 3.1 -> 2.6 s, ms per update 3.03 vs
-# 2.96 (noise).
-_TRAINING_CPU = {"xla_backend_optimization_level": 1}
-
-
-def _cpu_options(options: dict[str, Any]) -> dict[str, Any] | None:
-    """`options` on a CPU backend, unless ``XLA_FLAGS`` sets one of them (the
-    user's setting wins); None (XLA's defaults) elsewhere."""
-    if jax.default_backend() != "cpu":
-        return None
-    flags = os.environ.get("XLA_FLAGS", "")
-    if any(f"--{name}" in flags for name in options):
-        return None
-    return dict(options)
-
-
-def rarely_run_options() -> dict[str, Any] | None:
-    """``compiler_options`` for programs run once or rarely: less LLVM
-    optimisation on a CPU backend (faster to compile), the defaults elsewhere
-    or when ``XLA_FLAGS`` sets the level."""
-    return _cpu_options(_RARELY_RUN_CPU)
-
-
-def training_options() -> dict[str, Any] | None:
-    """``compiler_options`` for the training program: LLVM's level 1 on a CPU
-    backend (same speed, shorter compile), the defaults elsewhere or when
-    ``XLA_FLAGS`` sets the level."""
-    return _cpu_options(_TRAINING_CPU)
-
-
-def _staged(args: Any) -> bool:
-    """Whether a call is being traced into an enclosing transformation."""
-    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args)):
-        return True
-    try:  # A jit nested in a trace with constant arguments.
-        from jax._src.core import trace_state_clean
-    except ImportError:  # pragma: no cover - older/newer JAX internals
-        return False
-    return not trace_state_clean()
-
-
-def jit_with_options(
-    fun: Callable[..., Any], options: dict[str, Any] | None, **jit_kwargs: Any
-) -> Callable[..., Any]:
-    """``jax.jit(fun)`` compiled with ``compiler_options=options`` when called
-    at the top level (and for ``.lower``); traced inside another
-    transformation (``jax.jit(jax.vmap(trainer.train))``), where XLA takes no
-    per-function options, it is a plain nested ``jax.jit``."""
-    nested = jax.jit(fun, **jit_kwargs)
-    if options is None:
-        return nested
-    top = jax.jit(fun, compiler_options=options, **jit_kwargs)
-
-    @functools.wraps(fun)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return (nested if _staged((args, kwargs)) else top)(*args, **kwargs)
-
-    call.lower = top.lower  # type: ignore[attr-defined]
-    call.trace = top.trace  # type: ignore[attr-defined]
-    call.eval_shape = top.eval_shape  # type: ignore[attr-defined]
-    return call
-
-
-def jit_rarely_run(fun: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
-    """`jit_with_options` with `rarely_run_options`."""
-    return jit_with_options(fun, rarely_run_options(), **jit_kwargs)
-
-
-def jit_training(fun: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
-    """`jit_with_options` with `training_options`."""
-    return jit_with_options(fun, training_options(), **jit_kwargs)
 
 
 def episode_metrics(
@@ -615,13 +538,9 @@ def make_on_policy_train(
         # Not jitted itself: called directly it reuses the compiled `init` and
         # `run` (`run` compiles while `init` compiles and runs); under
         # `jax.jit(jax.vmap(train))` it is traced as a whole.
-        if devices is not None or _staged(key):
+        if is_staged(key):
             return run(init_jit(key), num_updates)
-        abstract = jax.eval_shape(init_jit, key)
-        state = run_while_compiling(
-            lambda: init_jit(key), [lambda: run.lower(abstract, num_updates)]
-        )
-        return run(state, num_updates)
+        return run(init_compiling_ahead(trainer, key, num_updates), num_updates)
 
     @functools.partial(jit_rarely_run, static_argnames=("num_episodes", "max_steps"))
     def evaluate_fn(
@@ -640,7 +559,7 @@ def make_on_policy_train(
             max_steps=max_steps,
         )
 
-    return Trainer(
+    trainer = Trainer(
         init=init_jit,
         run=run,
         train=train,
@@ -650,6 +569,7 @@ def make_on_policy_train(
         steps_per_update=num_envs * num_steps,
         num_devices=num_devices,
     )
+    return trainer
 
 
 def check_minibatches(config: PPOConfig, num_envs: int, num_devices: int = 1) -> None:

@@ -383,7 +383,7 @@ def test_train_until_and_train_compile_run_and_evaluate_while_init_runs(compiles
 
 
 def test_cpu_compile_options_yield_to_xla_flags(monkeypatch):
-    from agents.ppo.training import rarely_run_options, training_options
+    from jaxlab.compile import rarely_run_options, training_options
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     assert training_options() == {"xla_backend_optimization_level": 1}
