@@ -166,3 +166,23 @@ def run_while_compiling(
         for future in futures:
             future.result()
     return result
+
+
+def compile_in_background(
+    lowering: Callable[[], Any],
+) -> concurrent.futures.Future[Any]:
+    """Starts ``lowering().compile()`` on a background thread, for a program
+    needed later (a run's shorter last chunk); returns its future.
+
+    As with `run_while_compiling`, the program lands in its jitted function's
+    cache, so the later call runs it without compiling. The caller waits for
+    the future before that call (``future.exception()``: an error of the
+    lowering is raised by the call itself, which lowers the same program);
+    otherwise the call only compiles it a second time.
+    """
+    pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="jaxlab-compile"
+    )
+    future = pool.submit(lambda: lowering().compile())
+    pool.shutdown(wait=False)  # the thread ends with its one compilation
+    return future

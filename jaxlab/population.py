@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlab import checkpoint as ckpt_lib
+from jaxlab import compile as compile_lib
 from jaxlab import config as config_lib
 from jaxlab import logger as logger_lib
 from jaxlab import rl_experiment
@@ -359,7 +360,9 @@ class _Vmapped:
         self._init_one = jax.jit(self._member_init)
         self._init_shapes = jax.vmap(self._member_init)
         self.chunk_program = jax.jit(self.population_chunk)
-        self._evaluate = jax.jit(
+        # Compiled as a separate run's `evaluate` is (`jaxlab.compile`), so
+        # the members' greedy returns are the separate runs'.
+        self._evaluate = compile_lib.jit_rarely_run(
             jax.vmap(self._member_evaluate, in_axes=(0, 0, 0, None)),
             static_argnums=3,
         )

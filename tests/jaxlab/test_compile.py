@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlab.compile import run_while_compiling
+from jaxlab.compile import compile_in_background, run_while_compiling
 
 
 def test_programs_compiled_ahead_are_reused_by_the_later_calls(compiles):
@@ -59,3 +59,22 @@ def test_main_s_error_wins():
     spec = jax.ShapeDtypeStruct((3,), jnp.float32)
     with pytest.raises(KeyError, match="main"):
         run_while_compiling(main, [lambda: jax.jit(jnp.sin).lower(spec)])
+
+
+def test_a_program_compiled_in_the_background_is_reused(compiles):
+    def compiled_later(x):
+        return jnp.tanh(x) * 2.0
+
+    f = jax.jit(compiled_later)
+    x = jnp.arange(4.0)
+    future = compile_in_background(lambda: f.lower(jax.ShapeDtypeStruct((4,), x.dtype)))
+    assert future.exception() is None
+    np.testing.assert_allclose(f(x), np.tanh(np.arange(4.0)) * 2.0, rtol=1e-6)
+    (thread,) = compiles.of("compiled_later")  # once, in the background
+    assert thread.startswith("jaxlab-compile")
+
+
+def test_a_background_compilation_s_error_is_in_its_future():
+    spec = jax.ShapeDtypeStruct((2, 3), jnp.float32)
+    future = compile_in_background(lambda: jax.jit(lambda x: x @ x).lower(spec))
+    assert isinstance(future.exception(), TypeError)

@@ -183,3 +183,57 @@ def test_summarize_weights_episode_returns_by_episode_count():
     }
     none_finished = dict(metrics, episodes=np.zeros(2))
     assert "episode_return" not in rl_experiment.summarize(none_finished)
+
+
+@pytest.mark.parametrize(
+    ("make", "env_steps", "run_name", "eval_name"),
+    [
+        (ppo_config, 672, "run_local", "evaluate_fn"),
+        (dqn_config, 488, "run_local", "evaluate_fn"),
+    ],
+    ids=["ppo", "dqn"],
+)
+def test_programs_compile_ahead_once_each(
+    tmp_path, compiles, make, env_steps, run_name, eval_name
+):
+    """The chunk and the evaluation compile while `init` runs, the shorter
+    last chunk while the run trains, each once, on background threads; the
+    run logs every chunk (PPO: 21 updates in chunks of 2 and a last of 1;
+    DQN: 61 iterations in chunks of 5 and a last of 1)."""
+    config = config_lib.validate_config(make(env_steps=env_steps))
+    run = tmp_path / "run"
+    results = experiment.train(config, run, quiet=True)
+    assert np.isfinite(results["mean_return"])
+    runs, evals = compiles.of(run_name), compiles.of(eval_name)
+    assert len(runs) == 2 and len(evals) == 1, compiles.events
+    assert all(t.startswith("jaxlab-compile") for t in runs + evals), compiles.events
+    train_steps = [r["step"] for r in _rows(run) if "train/loss" in r]
+    assert train_steps[-1] == env_steps and len(set(train_steps)) == len(train_steps)
+    with checkpoint.Checkpointer(run / "checkpoints") as ckpt:
+        assert ckpt.latest_step() == env_steps
+
+
+def test_the_shell_runs_the_trainer_s_own_programs():
+    """PPO's jitted `run` and `evaluate` keep their compiler options (an outer
+    `jax.jit` would drop them); DQN's plain functions get jitted."""
+    ppo = rl_experiment._Run(config_lib.validate_config(ppo_config()))
+    assert ppo.run is ppo.trainer.run and ppo._evaluate is ppo.trainer.evaluate
+    assert ppo.can_compile_ahead
+    dqn = rl_experiment._Run(config_lib.validate_config(dqn_config()))
+    assert dqn.run is not dqn.trainer.run and hasattr(dqn.run, "lower")
+    assert dqn.can_compile_ahead
+
+
+@pytest.mark.parametrize(
+    ("iterations", "done", "log", "last"),
+    [
+        (976, 0, 10, 6),
+        (980, 0, 10, 10),
+        (976, 970, 10, 6),
+        (5, 0, 10, 5),
+        (10, 10, 10, 0),
+        (11, 0, 1, 1),
+    ],
+)
+def test_last_chunk(iterations, done, log, last):
+    assert rl_experiment.last_chunk(iterations, done, log) == last
