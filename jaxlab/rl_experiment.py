@@ -155,26 +155,25 @@ class _Run:
             raise ConfigError(str(e)) from None
 
     def init_compiling_ahead(
-        self, key: jax.Array, chunk: int, eval_key: jax.Array, episodes: int
+        self, key: jax.Array, chunk: int | None, eval_key: jax.Array, episodes: int
     ) -> Any:
-        """``trainer.init(key)``, while ``run(state, chunk)`` and the evaluation
-        compile on background threads (`jaxlab.compile.run_while_compiling`).
-        One process and one device on the jax backend only; elsewhere just
-        ``init``."""
+        """``trainer.init(key)``, while ``run(state, chunk)`` (unless `chunk` is
+        None) and the evaluation compile on background threads
+        (`jaxlab.compile.run_while_compiling`). One process and one device on
+        the jax backend only; elsewhere just ``init``."""
         init = functools.partial(self.trainer.init, key)
         if not self.can_compile_ahead:
             return init()
         abstract = jax.eval_shape(init)
         key_like = jax.eval_shape(lambda k: jax.random.fold_in(k, 1), eval_key)
-        return compile_lib.run_while_compiling(
-            init,
-            [
-                lambda: self.run.lower(abstract, chunk),
-                lambda: self._evaluate.lower(
-                    abstract.agent, key_like, num_episodes=episodes
-                ),
-            ],
-        )
+        ahead = [
+            lambda: self._evaluate.lower(
+                abstract.agent, key_like, num_episodes=episodes
+            )
+        ]
+        if chunk is not None:
+            ahead.append(lambda: self.run.lower(abstract, chunk))
+        return compile_lib.run_while_compiling(init, ahead)
 
     def compile_chunk_later(self, state: Any, chunk: int) -> Any:
         """A future of ``run(state, chunk)``'s compilation on a background
@@ -363,7 +362,9 @@ def _train(config, run: _Run, run_path: Path, checkpointer, *, quiet: bool):
     init_key, eval_key = _keys(config.seed)
     main = checkpointer is not None
 
-    first = min(log_it, run.iterations)  # a fresh run's first chunk
+    # A fresh run's first chunk; none for a finished run (it only evaluates).
+    finished = main and checkpointer.latest_step() == run.iterations * spi
+    first = None if finished else min(log_it, run.iterations)
     state = run.init_compiling_ahead(init_key, first, eval_key, tc.eval_episodes)
     state, done = _restore(run, state, checkpointer)
     kill_at = kill_step()

@@ -211,6 +211,10 @@ def test_programs_compile_ahead_once_each(
     assert train_steps[-1] == env_steps and len(set(train_steps)) == len(train_steps)
     with checkpoint.Checkpointer(run / "checkpoints") as ckpt:
         assert ckpt.latest_step() == env_steps
+    # A finished run only evaluates: its chunk program is not compiled again.
+    again = experiment.train(config, run, quiet=True)
+    assert again["mean_return"] == results["mean_return"]
+    assert len(compiles.of(run_name)) == 2 and len(compiles.of(eval_name)) == 2
 
 
 def test_the_shell_runs_the_trainer_s_own_programs():
