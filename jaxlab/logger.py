@@ -177,6 +177,31 @@ def _repair_metrics(path: Path, resume_step: int | None) -> dict[str, Any] | Non
     return last
 
 
+def _summary_writer_class() -> Any:
+    """tensorboardX's ``SummaryWriter``, imported (slow: only when used) without
+    PyTorch.
+
+    tensorboardX's writer module imports torch whenever it is installed, only
+    to name ``torch.Tensor`` in its type hints (1.9 s on the 2-core CPU, most of
+    a run's start-up where PyTorch is installed beside jaxlab). The logger
+    hands it Python floats, so unless torch is imported already, a ``None``
+    entry in ``sys.modules`` makes that one ``import torch`` raise the
+    ImportError tensorboardX handles; the entry is removed right after, and a
+    later ``import torch`` works as usual.
+    """
+    if "torch" in sys.modules or "tensorboardX.writer" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
 class _DropNanWarning(logging.Filter):
     """Drops tensorboardX's "NaN or Inf found" warning."""
 
@@ -297,11 +322,11 @@ class MetricLogger:
         self._file = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
         self._writer = None
         if tensorboard:
-            from tensorboardX import SummaryWriter  # slow import: only when used
+            writer_class = _summary_writer_class()
 
             _silence_tensorboardx_nan_warning()
             purge = None if resume_step is None else resume_step + 1
-            self._writer = SummaryWriter(
+            self._writer = writer_class(
                 logdir=str(self.run_dir), purge_step=purge, flush_secs=10
             )
         self._bar_keys = list(bar_keys) if bar_keys is not None else None

@@ -207,3 +207,30 @@ def test_atomic_write_text_replaces_and_leaves_no_tmp_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         atomic_write_text(tmp_path / "missing" / "x.txt", "x")
     assert os.listdir(tmp_path) == ["config.yaml"]
+
+
+def test_tensorboard_writer_does_not_import_torch(tmp_path):
+    """tensorboardX imports PyTorch when it is installed (~2 s); the logger's
+    writer is imported without it, scalars still land, and a later
+    ``import torch`` (where installed) works."""
+    import subprocess
+
+    script = f"""
+import importlib.util, sys
+from jaxlab.logger import MetricLogger
+with MetricLogger({str(tmp_path)!r}, total_steps=2, quiet=True) as log:
+    log.log(1, {{"loss": 0.5}}, prefix="train")
+assert "torch" not in sys.modules, "torch was imported"
+if importlib.util.find_spec("torch") is not None:
+    import torch
+    assert torch.ones(2).sum().item() == 2.0
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    (event,) = [e for e in read_events(tmp_path) if e.summary.value]
+    assert event.step == 1 and event.summary.value[0].tag == "train/loss"
+    assert event.summary.value[0].simple_value == pytest.approx(0.5)
