@@ -359,7 +359,9 @@ class _Vmapped:
         # (actor and critic) wait on each other forever (jaxlib 0.10).
         self._init_one = jax.jit(self._member_init)
         self._init_shapes = jax.vmap(self._member_init)
-        self.chunk_program = jax.jit(self.population_chunk)
+        # The training program's compiler options, as a separate run's `run`
+        # (`jaxlab.compile.jit_training`: LLVM level 1 on a CPU).
+        self.chunk_program = compile_lib.jit_training(self.population_chunk)
         # Compiled as a separate run's `evaluate` is (`jaxlab.compile`), so
         # the members' greedy returns are the separate runs'.
         self._evaluate = compile_lib.jit_rarely_run(
@@ -430,6 +432,24 @@ class _Vmapped:
             for i, key in enumerate(self.init_keys)
         ]
         return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+    def init_compiling_ahead(self) -> Any:
+        """`init`, while the chunk program and the evaluation compile on
+        background threads (`jaxlab.compile.run_while_compiling`)."""
+        state = jax.eval_shape(self._init_shapes, self.init_keys, self.hparams)
+        n = jax.ShapeDtypeStruct((), jnp.int32)
+        keys = jax.eval_shape(
+            lambda k: jax.vmap(jax.random.fold_in, in_axes=(0, None))(k, 1),
+            self.eval_keys,
+        )
+        episodes = self.config.train.eval_episodes
+        return compile_lib.run_while_compiling(
+            self.init,
+            [
+                lambda: self.chunk_program.lower(state, self.hparams, n),
+                lambda: self._evaluate.lower(state.agent, keys, self.hparams, episodes),
+            ],
+        )
 
     def template(self) -> Any:
         """The population state's structure, a restore target (not compiled)."""
@@ -518,7 +538,7 @@ def _train_vmapped(
     tc, spi, cad = vm.config.train, vm.steps_per_iteration, vm.cadence
     done = 0
     if checkpointer.latest_step() is None:
-        state = vm.init()
+        state = vm.init_compiling_ahead()
     else:
         state, meta = checkpointer.restore(vm.template())
         done = run_dir_lib.meta_count(meta, "iteration", checkpointer)

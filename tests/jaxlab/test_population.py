@@ -15,6 +15,7 @@ import collections
 import contextlib
 import json
 import signal
+import threading
 
 import jax
 import numpy as np
@@ -84,13 +85,16 @@ def dqn_raw() -> dict:
 
 @contextlib.contextmanager
 def count_compiles():
-    """Counts XLA compilations by function name."""
+    """Counts XLA compilations by function name; "thread:<name>" holds the
+    thread of that function's last compilation."""
     counts: collections.Counter = collections.Counter()
 
     def listener(event, duration, **kwargs):
         del duration
         if event == "/jax/core/compile/backend_compile_duration":
             counts[kwargs.get("fun_name")] += 1
+            # Where it compiled: "thread:<fun_name>" -> that thread's name.
+            counts[f"thread:{kwargs.get('fun_name')}"] = threading.current_thread().name
 
     monitoring.register_event_duration_secs_listener(listener)
     try:
@@ -244,6 +248,9 @@ def test_aggregate_rows_are_mean_and_std_of_distinct_member_rows(ppo_population)
 def test_one_compile_of_the_chunk_program(ppo_population):
     *_, compiles = ppo_population
     assert compiles[CHUNK] == 1  # 6 chunks
+    # Compiled ahead, while the members' states were initialised.
+    assert compiles[f"thread:{CHUNK}"].startswith("jaxlab-compile")
+    assert compiles["thread:jit(_member_evaluate)"].startswith("jaxlab-compile")
 
 
 def test_eval_and_show_of_a_population(ppo_population, capsys):
