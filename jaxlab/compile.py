@@ -168,6 +168,38 @@ def run_while_compiling(
     return result
 
 
+def init_compiling_ahead(
+    init: Callable[[Any], T],
+    key: Any,
+    *,
+    run: Any = None,
+    num_iterations: int | None = None,
+    evaluate: Any = None,
+    eval_key: Any = None,
+    eval_episodes: int | None = None,
+) -> T:
+    """``init(key)``, while a trainer's next programs compile on background
+    threads (`run_while_compiling`): ``run(state, num_iterations)`` unless
+    `num_iterations` is None, and ``evaluate(state.agent, <a key like
+    fold_in(eval_key, i)>, num_episodes=eval_episodes)`` unless
+    `eval_episodes` is None. A function that cannot ``.lower`` (a plain one)
+    is skipped: it compiles when called, as before."""
+    run_lower = None if num_iterations is None else getattr(run, "lower", None)
+    eval_lower = None if eval_episodes is None else getattr(evaluate, "lower", None)
+    if run_lower is None and eval_lower is None:
+        return init(key)
+    abstract = jax.eval_shape(init, key)
+    ahead = []
+    if run_lower is not None:
+        ahead.append(lambda: run_lower(abstract, num_iterations))
+    if eval_lower is not None:
+        key_like = jax.eval_shape(lambda k: jax.random.fold_in(k, 1), eval_key)
+        ahead.append(
+            lambda: eval_lower(abstract.agent, key_like, num_episodes=eval_episodes)
+        )
+    return run_while_compiling(lambda: init(key), ahead)
+
+
 def compile_in_background(
     lowering: Callable[[], Any],
 ) -> concurrent.futures.Future[Any]:

@@ -15,7 +15,6 @@ objects, which cannot be checkpointed: a resumed run resets them.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 from pathlib import Path
@@ -159,21 +158,19 @@ class _Run:
     ) -> Any:
         """``trainer.init(key)``, while ``run(state, chunk)`` (unless `chunk` is
         None) and the evaluation compile on background threads
-        (`jaxlab.compile.run_while_compiling`). One process and one device on
+        (`jaxlab.compile.init_compiling_ahead`). One process and one device on
         the jax backend only; elsewhere just ``init``."""
-        init = functools.partial(self.trainer.init, key)
         if not self.can_compile_ahead:
-            return init()
-        abstract = jax.eval_shape(init)
-        key_like = jax.eval_shape(lambda k: jax.random.fold_in(k, 1), eval_key)
-        ahead = [
-            lambda: self._evaluate.lower(
-                abstract.agent, key_like, num_episodes=episodes
-            )
-        ]
-        if chunk is not None:
-            ahead.append(lambda: self.run.lower(abstract, chunk))
-        return compile_lib.run_while_compiling(init, ahead)
+            return self.trainer.init(key)
+        return compile_lib.init_compiling_ahead(
+            self.trainer.init,
+            key,
+            run=self.run,
+            num_iterations=chunk,
+            evaluate=self._evaluate,
+            eval_key=eval_key,
+            eval_episodes=episodes,
+        )
 
     def compile_chunk_later(self, state: Any, chunk: int) -> Any:
         """A future of ``run(state, chunk)``'s compilation on a background
@@ -188,13 +185,8 @@ class _Run:
 
     @property
     def can_compile_ahead(self) -> bool:
-        return (
-            not self.host
-            and not self.devices
-            and parallel.process_count() == 1
-            and hasattr(self.run, "lower")
-            and hasattr(self._evaluate, "lower")
-        )
+        # On one device `run` and `evaluate` are jitted (`_jitted`).
+        return not self.host and not self.devices and parallel.process_count() == 1
 
     def to_host(self, tree: Any) -> Any:
         """A (possibly sharded, multi-process) state as host arrays."""

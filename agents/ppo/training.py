@@ -55,12 +55,8 @@ from agents import envs as _envs
 from agents.envs import Environment
 from agents.ppo.agent import Agent, Trajectory, ppo
 from agents.ppo.config import PPOConfig
-from jaxlab.compile import (
-    is_staged,
-    jit_rarely_run,
-    jit_training,
-    run_while_compiling,
-)
+from jaxlab.compile import init_compiling_ahead as compile_init_ahead
+from jaxlab.compile import is_staged, jit_rarely_run, jit_training
 from jaxlab.config import OptimizerConfig, validate
 from jaxlab.optim import make_optimizer
 from jaxlab.parallel import AXIS
@@ -230,22 +226,17 @@ def init_compiling_ahead(
     from a cold start). One device only (a data-parallel `run` compiles when
     called), and only functions that can be lowered (a `Trainer` may carry
     plain ones)."""
-    run_lower = getattr(trainer.run, "lower", None)
-    eval_lower = (
-        None if eval_episodes is None else getattr(trainer.evaluate, "lower", None)
-    )
-    if trainer.num_devices != 1 or (run_lower is None and eval_lower is None):
+    if trainer.num_devices != 1:
         return trainer.init(key)
-    abstract = jax.eval_shape(trainer.init, key)
-    ahead = []
-    if run_lower is not None:
-        ahead.append(lambda: run_lower(abstract, num_updates))
-    if eval_lower is not None:
-        key_like = jax.eval_shape(lambda k: jax.random.fold_in(k, 1), eval_key)
-        ahead.append(
-            lambda: eval_lower(abstract.agent, key_like, num_episodes=eval_episodes)
-        )
-    return run_while_compiling(lambda: trainer.init(key), ahead)
+    return compile_init_ahead(
+        trainer.init,
+        key,
+        run=trainer.run,
+        num_iterations=num_updates,
+        evaluate=trainer.evaluate,
+        eval_key=eval_key,
+        eval_episodes=eval_episodes,
+    )
 
 
 def key_data(key: jax.Array) -> jax.Array:
