@@ -16,7 +16,7 @@ _TOL = 1e-5
 
 
 def _physics(state: envs.EnvState) -> np.ndarray:
-    return np.asarray(jnp.stack(state.physics))
+    return np.asarray(state.physics.values)
 
 
 def _balance(state: np.ndarray) -> int:

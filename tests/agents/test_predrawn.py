@@ -148,7 +148,7 @@ class EnvDrawnTest(parameterized.TestCase):
 
     def test_drawn_bytes_counts_every_leaf(self):
         env = envs.make("CartPole-v1")
-        # step key [2] uint32, reset obs [4] f32, physics 4 x [] f32, time,
+        # step key [2] uint32, reset obs [4] f32, physics [4] f32, time,
         # episode return: 8 + 16 + 16 + 4 + 4 bytes.
         assert drawn_bytes(env.draw, 10) == 10 * 48
         assert drawn_bytes(lambda key: key, 3) == 3 * 8
