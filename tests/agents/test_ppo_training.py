@@ -8,6 +8,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import agents.ppo
@@ -20,6 +21,7 @@ from agents.ppo import (
     make_host_train,
     make_train,
 )
+from agents.ppo.training import make_on_policy_train
 
 OPT = {"name": "adam", "learning_rate": 1e-3, "eps": 1e-5}
 # Tiny: 2 envs x 8 steps, annealed learning rate and clip range.
@@ -264,6 +266,51 @@ def test_host_trainer_rollout_is_what_the_environments_and_policy_gave(
         want = np.where(term | trunc, info["episode_return"], want)
     assert np.isfinite(want).any()
     np.testing.assert_array_equal(np.asarray(state.episode_return), want)
+
+
+def test_jax_loop_rollout_values_are_the_acting_params_values():
+    """The JAX-env loop computes v(obs) of a rollout in one batched pass after
+    its steps: the values (and log pi(a|s)) must be those of the params it
+    acted with, step by step, as the per-step critic would give them."""
+    seen = []
+    env = agents.envs.make("CartPole-v1", max_episode_steps=10)  # Resets inside.
+    agent = agents.ppo.ppo(
+        CONFIG, env.observation_spec, env.action_spec, optax.adam(1e-3), num_updates=3
+    )
+
+    def recording_update(agent_state, trajectory, key, **kw):
+        jax.debug.callback(
+            lambda *a: seen.append(a), agent_state.params, trajectory, ordered=True
+        )
+        return agent.update(agent_state, trajectory, key, **kw)
+
+    recorder = make_on_policy_train(
+        env,
+        agent._replace(update=recording_update),
+        num_envs=2,
+        num_steps=CONFIG.num_steps,
+        num_updates=3,
+    )
+    state, metrics = recorder.train(jax.random.PRNGKey(5))
+    assert len(seen) == 3 and int(metrics["episodes"].sum()) > 0
+    net = agent.networks
+    for params, traj in seen:
+        assert np.shape(traj.value) == np.shape(traj.log_prob) == (CONFIG.num_steps, 2)
+        for t in range(CONFIG.num_steps):
+            out = net.policy(params, traj.obs[t])
+            np.testing.assert_allclose(
+                traj.log_prob[t],
+                net.dist.log_prob(out, traj.action[t]),
+                rtol=1e-5,
+                atol=1e-6,
+            )
+            np.testing.assert_allclose(
+                traj.value[t], net.value(params, traj.obs[t]), rtol=1e-5, atol=1e-6
+            )
+    # Successive updates see successive params (the rollout acted with the
+    # state the update then started from).
+    first, second = (jax.tree.leaves(p)[0] for p, _ in seen[:2])
+    assert not np.array_equal(first, second)
 
 
 def test_host_evaluation_compiles_its_greedy_policy_once(host_trainer):
